@@ -1,0 +1,149 @@
+"""MS-COCO annotations: the one module of steadyseg that imports pycocotools.
+
+Masks handed to and returned by this module are ``(H, W)`` arrays, ``bool`` or ``uint8`` in {0, 1}; the
+column-major ``uint8`` conversion that pycocotools needs happens here and nowhere else. RLEs are COCO compressed
+RLE dicts ``{"size": [H, W], "counts": str}`` (counts decoded to ``str`` so they serialise to JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+class CocoFormatError(ValueError):
+    """A COCO file or annotation that cannot be used; the message names the file or annotation id."""
+
+
+def load_coco_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a COCO instances file as a dict, with clear errors for missing files, bad JSON and missing keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: COCO annotation file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise CocoFormatError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
+    for key in ("images", "annotations", "categories"):
+        if key not in data or not isinstance(data[key], list):
+            raise CocoFormatError(f"{path}: missing or non-list key {key!r} (not a COCO instances file)")
+    return data
+
+
+def coco_api(path_or_dict: str | os.PathLike | dict[str, Any]):
+    """A ``pycocotools.coco.COCO`` object from a file path or an in-memory dict (no printing)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    data = path_or_dict if isinstance(path_or_dict, dict) else load_coco_json(path_or_dict)
+    api = COCO()
+    api.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        api.createIndex()
+    return api
+
+
+def _validate_polygons(segm: list, ann_id: Any) -> list[list[float]]:
+    polys = []
+    for poly in segm:
+        if not isinstance(poly, (list, tuple)) or len(poly) % 2:
+            raise CocoFormatError(f"annotation {ann_id}: polygon with an odd number of coordinates")
+        if len(poly) < 6:
+            raise CocoFormatError(f"annotation {ann_id}: polygon with fewer than 3 points ({len(poly) // 2})")
+        polys.append([float(v) for v in poly])
+    if not polys:
+        raise CocoFormatError(f"annotation {ann_id}: empty polygon list")
+    return polys
+
+
+def segmentation_to_rle(segm: Any, height: int, width: int, *, ann_id: Any = None) -> dict[str, Any]:
+    """Any COCO ``segmentation`` (polygons, uncompressed or compressed RLE) → one compressed RLE of size (H, W)."""
+    if isinstance(segm, list):
+        rles = mask_utils.frPyObjects(_validate_polygons(segm, ann_id), height, width)
+        rle = mask_utils.merge(rles)
+    elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if list(segm["size"]) != [height, width]:
+            raise CocoFormatError(f"annotation {ann_id}: RLE size {segm['size']} differs from image {[height, width]}")
+        rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else dict(segm)
+    else:
+        raise CocoFormatError(f"annotation {ann_id}: unknown segmentation type {type(segm).__name__}")
+    if isinstance(rle.get("counts"), str):
+        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return _rle_to_json(rle)
+
+
+def _rle_to_json(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])],
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def _rle_to_api(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """Decode an annotation's segmentation to a ``(H, W)`` bool mask."""
+    rle = segmentation_to_rle(ann.get("segmentation"), height, width, ann_id=ann.get("id"))
+    return rle_to_mask(rle)
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Compressed RLE → ``(H, W)`` bool mask."""
+    return mask_utils.decode(_rle_to_api(rle)).astype(bool)
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """``(H, W)`` bool/uint8 mask → JSON-ready compressed RLE ``{"size": [H, W], "counts": str}``."""
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8) > 0, dtype=np.uint8))
+    return _rle_to_json(rle)
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    return int(mask_utils.area(_rle_to_api(rle)))
+
+
+def rle_bbox(rle: dict[str, Any]) -> list[float]:
+    """COCO ``[x, y, w, h]`` box of an RLE (zeros for an empty mask)."""
+    return [float(v) for v in mask_utils.toBbox(_rle_to_api(rle))]
+
+
+def rle_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """IoU of two RLEs of the same size (1.0 when both are empty)."""
+    if rle_area(a) == 0 and rle_area(b) == 0:
+        return 1.0
+    return float(mask_utils.iou([_rle_to_api(a)], [_rle_to_api(b)], [0])[0, 0])
+
+
+def evaluate_segm(gt_path_or_dict, dt_annotations: list[dict[str, Any]]) -> dict[str, float]:
+    """Run ``COCOeval`` (iouType='segm') of detections against ground truth; returns AP/AR summary numbers.
+
+    Detections are annotations with ``image_id``, ``category_id``, ``segmentation`` (RLE) and ``score``.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    gt = coco_api(gt_path_or_dict)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes([{**d, "segmentation": _rle_to_api(d["segmentation"])} for d in dt_annotations])
+        ev = COCOeval(gt, dt, iouType="segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    return {n: float(v) for n, v in zip(names, ev.stats)}

@@ -1,0 +1,14 @@
+"""steadyseg: temporally stable video segmentation without video annotations.
+
+Subpackages (each a folder at the repository root, mapped by ``pyproject.toml``):
+
+- ``steadyseg.datasets`` (``datasets/``): COCO (the only pycocotools user), video and mask IO, optical flow + cache,
+  synthetic generators.
+- ``steadyseg.refine`` (``refine/``): mask refiners (CascadePSP, guided), guided filters 2D/3D, COCO rewrite driver.
+- ``steadyseg.train`` (``train/``): model builders, losses, trainers.
+- ``steadyseg.curation`` (``curation/``): FiftyOne views (the only fiftyone user).
+
+The core package holds the consistency measure, its differentiable loss, accuracy measures and the CLI.
+"""
+
+__version__ = "0.1.0"

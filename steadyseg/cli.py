@@ -1,0 +1,81 @@
+"""The ``steadyseg`` console script.
+
+Every subcommand lives in its own module that exposes two functions::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None  # flags default to None
+    def main(args: argparse.Namespace) -> int | None            # the library keeps the defaults
+
+Modules import heavy dependencies (torch, fiftyone, ...) inside ``main`` so that ``steadyseg --help`` stays fast.
+A subcommand with sub-subcommands (``study make-grid``) adds its own subparsers in ``add_arguments`` and sets
+``func`` on each of them; otherwise ``main`` is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Order is the order shown in --help.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("steadyseg.demo", "run every stage on a small synthetic input (no downloads, no ../shared)"),
+    "measure": ("steadyseg.measure_cli", "temporal inconsistency, smoothness and accuracy of a mask video"),
+    "flow": ("steadyseg.datasets.flow_cli", "compute and cache optical flow for a video"),
+    "study": ("steadyseg.study", "user-study protocol of the paper (qualification grid, rating analysis)"),
+    "postprocess": ("steadyseg.refine.postprocess_cli", "3D weighted guided filter / temporal Gaussian on mask videos"),
+    "refine-coco": ("steadyseg.refine.coco_cli", "rewrite COCO instance masks with a refiner"),
+    "refine-eval": ("steadyseg.refine.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
+    "refine-train": ("steadyseg.refine.train_cli", "train or fine-tune the CascadePSP refiner"),
+    "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
+    "run": ("steadyseg.manifest", "run a YAML manifest from manifests/"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steadyseg", description=__doc__.splitlines()[0])
+    from steadyseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"steadyseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # an optional stage whose extra is missing must not break the CLI
+            if exc.name == module_name:
+                raise ModuleNotFoundError(f"steadyseg: subcommand {name!r} has no module {module_name}") from exc
+            if exc.name and exc.name.split(".")[0] in {"fiftyone", "dask", "distributed"}:
+                p = sub.add_parser(name, help=f"{help_text} [needs an extra: {exc.name}]")
+                p.set_defaults(func=_missing_extra(exc.name))
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        if "func" not in p._defaults:  # noqa: SLF001 - argparse has no public accessor
+            p.set_defaults(func=module.main)
+    return parser
+
+
+def _missing_extra(name: str):
+    def run(_args):
+        raise SystemExit(f"steadyseg: this command needs the optional package {name!r}; "
+                         "install it with: pip install 'steadyseg[curation,distributed]'")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        # Library errors name the file and the problem; show them without a traceback.
+        print(f"steadyseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

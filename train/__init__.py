@@ -1,0 +1,1 @@
+"""steadyseg.train: model builders, losses and trainers (teachers, the multi-input decoder, video models)."""
