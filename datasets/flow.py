@@ -1,0 +1,476 @@
+"""Optical flow between video frames (OpenCV DIS / Farneback, torchvision RAFT) with an on-disk cache.
+
+Convention everywhere in steadyseg: a flow ``F[a→b]`` is an ``(H, W, 2) float32`` array in pixels, channel 0 = dx
+(along columns), channel 1 = dy (along rows); pixel ``x`` of frame ``a`` maps to ``x + F(x)`` in frame ``b``.
+Validity/occlusion masks and warping live in :mod:`steadyseg.warp`, not here.
+
+Example::
+
+    from steadyseg.datasets.video import open_video
+    from steadyseg.datasets.flow import FlowProvider, window_pairs
+    frames = open_video("../shared/data/davis2016/JPEGImages/480p/blackswan")
+    flow = FlowProvider(frames, backend="dis", preset="medium", cache_dir="cache/flow", n_jobs=2)
+    flow.precompute(window_pairs(len(frames), window=3))
+    f01 = flow(0, 1)           # (480, 854, 2) float32, frame 0 → frame 1, from the cache
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from steadyseg.files import atomic_write_bytes, sha256_file
+
+BACKENDS = ("dis", "farneback", "raft")
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+# Farneback parameters (OpenCV's sample values); part of the cache key.
+FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 4, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
+RAFT_MODELS = ("raft_small", "raft_large")
+CACHE_FORMAT_VERSION = 1
+
+__all__ = ["compute_flow", "flow_params", "flow_cache_key", "FlowCache", "FlowProvider", "window_pairs",
+           "BACKENDS", "DIS_PRESETS", "RAFT_MODELS"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------------------------------------------
+def _check_frames(frame_a: np.ndarray, frame_b: np.ndarray) -> None:
+    for name, f in (("frame_a", frame_a), ("frame_b", frame_b)):
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim not in (2, 3) or (
+                f.ndim == 3 and f.shape[2] != 3):
+            raise ValueError(f"{name}: expected (H, W, 3) uint8 RGB (or (H, W) uint8 gray), got "
+                             f"{getattr(f, 'shape', None)} {getattr(f, 'dtype', type(f).__name__)}")
+    if frame_a.shape[:2] != frame_b.shape[:2]:
+        raise ValueError(f"frames differ in size: {frame_a.shape[:2]} vs {frame_b.shape[:2]}")
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+_dis_local = threading.local()
+
+
+def _dis_flow(a: np.ndarray, b: np.ndarray, preset: str) -> np.ndarray:
+    if preset not in DIS_PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; expected one of {tuple(DIS_PRESETS)}")
+    cache = getattr(_dis_local, "objs", None)
+    if cache is None:
+        cache = _dis_local.objs = {}
+    dis = cache.get(preset)
+    if dis is None:  # one DIS object per thread and preset (they hold scratch buffers)
+        dis = cache[preset] = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    return dis.calc(_gray(a), _gray(b), None)
+
+
+def _farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    p = FARNEBACK_PARAMS
+    return cv2.calcOpticalFlowFarneback(_gray(a), _gray(b), None, p["pyr_scale"], p["levels"], p["winsize"],
+                                        p["iterations"], p["poly_n"], p["poly_sigma"], 0)
+
+
+_raft_models: dict[tuple, Any] = {}
+_raft_lock = threading.Lock()
+
+RAFT_HELP = ("RAFT weights are never downloaded by steadyseg. On a machine with network access run\n"
+             "  python -c \"import torch, torchvision.models.optical_flow as m; "
+             "torch.save(m.Raft_Small_Weights.DEFAULT.get_state_dict(progress=True), 'raft_small.pth')\"\n"
+             "(Raft_Large_Weights for raft_large) and copy the file here, then pass --raft-weights FILE.")
+
+
+def load_raft(weights: str | os.PathLike | None, *, model: str = "raft_small", device: str = "cpu"):
+    """A torchvision RAFT model in eval mode with weights from a LOCAL state-dict file (cached per process).
+
+    The file is a plain torchvision state dict (or a dict with key ``"model"`` holding one, as torchvision's
+    training reference saves); it is loaded with ``torch.load(weights_only=True)`` and ``strict=True``.
+    Raises ``FileNotFoundError`` naming the file and how to get it, ``ValueError`` on a key/shape mismatch.
+    """
+    if model not in RAFT_MODELS:
+        raise ValueError(f"unknown RAFT model {model!r}; expected one of {RAFT_MODELS}")
+    if weights is None:
+        raise FileNotFoundError(f"RAFT needs a local weights file (raft_weights=None given).\n{RAFT_HELP}")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: RAFT weights file not found.\n{RAFT_HELP}")
+    key = (str(weights.resolve()), weights.stat().st_mtime_ns, model, str(device))
+    with _raft_lock:
+        net = _raft_models.get(key)
+        if net is not None:
+            return net
+        import torch
+        from torchvision.models import optical_flow
+
+        net = getattr(optical_flow, model)(weights=None, progress=False)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+            raise ValueError(f"{weights}: cannot load RAFT weights ({type(exc).__name__}: {exc})") from None
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights}: expected a state dict, got {type(state).__name__}")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0:3]
+            raise ValueError(f"{weights}: not a torchvision {model} state dict ({' '.join(first)}). Keys with a "
+                             "'module.' prefix come from DataParallel; re-save model.module.state_dict().") from None
+        net = net.eval().to(device)
+        _raft_models[key] = net
+        return net
+
+
+def _raft_flow(a: np.ndarray, b: np.ndarray, *, weights, model: str, device: str, num_flow_updates: int) -> np.ndarray:
+    net = load_raft(weights, model=model, device=device)  # checks the file before importing torch
+    import torch
+    import torch.nn.functional as F
+
+    if a.ndim == 2:
+        a, b = np.repeat(a[..., None], 3, axis=2), np.repeat(b[..., None], 3, axis=2)
+    h, w = a.shape[:2]
+    # RAFT needs sizes divisible by 8 and at least 128 (its correlation pyramid downsamples 8 x 2**3):
+    # replicate-pad at the bottom/right, then crop the flow back to (h, w).
+    ph, pw = max(128, h + (-h) % 8) - h, max(128, w + (-w) % 8) - w
+
+    def prep(img: np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+        return F.pad(t, (0, pw, 0, ph), mode="replicate").to(device)
+
+    with torch.inference_mode():
+        preds = net(prep(a), prep(b), num_flow_updates=num_flow_updates)
+    flow = preds[-1][0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()  # channel 0 = dx, 1 = dy
+    return np.ascontiguousarray(flow, dtype=np.float32)
+
+
+def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, *, backend: str = "dis", preset: str = "medium",
+                 raft_weights: str | os.PathLike | None = None, raft_model: str = "raft_small",
+                 device: str = "cpu", raft_updates: int = 12) -> np.ndarray:
+    """Optical flow from ``frame_a`` to ``frame_b``.
+
+    Args:
+        frame_a, frame_b: ``(H, W, 3) uint8`` RGB frames (``(H, W) uint8`` gray is accepted), same size.
+        backend: ``"dis"`` (OpenCV DIS, default), ``"farneback"`` (OpenCV, :data:`FARNEBACK_PARAMS`) or ``"raft"``
+            (torchvision RAFT, weights from a local file).
+        preset: DIS preset, ``"ultrafast" | "fast" | "medium"`` (ignored by the other backends).
+        raft_weights: local torchvision RAFT state-dict file (required for ``"raft"``; never downloaded).
+        raft_model: ``"raft_small"`` or ``"raft_large"``.
+        device: torch device for RAFT.
+        raft_updates: number of RAFT recurrent updates (torchvision's ``num_flow_updates``; 12 by default).
+
+    Returns:
+        ``(H, W, 2) float32`` flow in pixels, channel 0 = dx, 1 = dy: pixel x of ``frame_a`` maps to
+        ``x + F(x)`` in ``frame_b``.
+    """
+    _check_frames(frame_a, frame_b)
+    if backend == "dis":
+        flow = _dis_flow(frame_a, frame_b, preset)
+    elif backend == "farneback":
+        flow = _farneback_flow(frame_a, frame_b)
+    elif backend == "raft":
+        flow = _raft_flow(frame_a, frame_b, weights=raft_weights, model=raft_model, device=device,
+                          num_flow_updates=raft_updates)
+    else:
+        raise ValueError(f"unknown flow backend {backend!r}; expected one of {BACKENDS}")
+    return np.ascontiguousarray(flow, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cache
+# ---------------------------------------------------------------------------------------------------------------
+def flow_params(*, backend: str = "dis", preset: str = "medium", raft_weights=None, raft_model: str = "raft_small",
+                raft_updates: int = 12) -> dict[str, Any]:
+    """The parameters that determine a flow result (the cache key's content), validated.
+
+    RAFT weights enter by their file's sha256, so replacing the file invalidates its cached flow.
+    """
+    if backend == "dis":
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; expected one of {tuple(DIS_PRESETS)}")
+        return {"backend": "dis", "preset": preset, "opencv": cv2.__version__}
+    if backend == "farneback":
+        return {"backend": "farneback", **FARNEBACK_PARAMS, "opencv": cv2.__version__}
+    if backend == "raft":
+        if raft_model not in RAFT_MODELS:
+            raise ValueError(f"unknown RAFT model {raft_model!r}; expected one of {RAFT_MODELS}")
+        if raft_weights is None:
+            raise FileNotFoundError(f"RAFT needs a local weights file (raft_weights / --raft-weights).\n{RAFT_HELP}")
+        if not Path(raft_weights).is_file():
+            raise FileNotFoundError(f"{raft_weights}: RAFT weights file not found.\n{RAFT_HELP}")
+        return {"backend": "raft", "model": raft_model, "weights_sha256": sha256_file(raft_weights),
+                "updates": int(raft_updates)}
+    raise ValueError(f"unknown flow backend {backend!r}; expected one of {BACKENDS}")
+
+
+def flow_cache_key(hash_a: str, hash_b: str, params: dict[str, Any]) -> str:
+    """sha256 hex key of (content hash of frame a, content hash of frame b, backend parameters, format version)."""
+    blob = json.dumps({"a": hash_a, "b": hash_b, "params": params, "format": CACHE_FORMAT_VERSION},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FlowCache:
+    """Flow fields on disk, one ``<root>/<key[:2]>/<key>.npz`` per pair, written atomically.
+
+    Each entry is an ``.npz`` (zip) holding ``flow`` (``(H, W, 2)``, float32 or float16 per ``dtype``); zip's CRC-32
+    catches flipped or truncated bytes. ``get`` validates the entry (readable zip, CRC, 3-D with 2 channels,
+    optionally the expected ``(H, W)``, finite values); a bad entry is deleted and reported as a miss
+    (``corrupt`` counts them). float16 halves the size but quantises large displacements (0.25 px at 256 px).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, dtype: str = "float32", compress: bool = False):
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"FlowCache dtype must be 'float32' or 'float16', got {dtype!r}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        self.compress = bool(compress)
+        self.corrupt = 0
+
+    def path(self, key: str) -> Path:
+        if len(key) < 8 or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"flow cache key must be a lowercase hex digest, got {key!r}")
+        return self.root / key[:2] / f"{key}.npz"
+
+    def __contains__(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def get(self, key: str, *, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The cached ``(H, W, 2) float32`` flow, or ``None`` when absent or corrupt (a corrupt file is deleted)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                flow = z["flow"]
+            ok = (flow.ndim == 3 and flow.shape[2] == 2 and np.issubdtype(flow.dtype, np.floating)
+                  and (shape is None or tuple(flow.shape[:2]) == tuple(shape)) and bool(np.isfinite(flow).all()))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile):
+            ok = False
+        if not ok:
+            self.corrupt += 1
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            return None
+        return flow.astype(np.float32, copy=False)
+
+    def put(self, key: str, flow: np.ndarray) -> Path:
+        """Store ``flow`` (``(H, W, 2)`` finite floats) atomically; returns the file path."""
+        if not isinstance(flow, np.ndarray) or flow.ndim != 3 or flow.shape[2] != 2:
+            raise ValueError(f"expected an (H, W, 2) flow, got {getattr(flow, 'shape', type(flow).__name__)}")
+        if not np.isfinite(flow).all():
+            raise ValueError("refusing to cache a flow with NaN or inf values")
+        import io
+
+        buf = io.BytesIO()
+        save = np.savez_compressed if self.compress else np.savez
+        save(buf, flow=np.ascontiguousarray(flow, dtype=self.dtype))
+        return atomic_write_bytes(self.path(key), buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# provider
+# ---------------------------------------------------------------------------------------------------------------
+def window_pairs(num_frames: int, window: int = 3) -> list[tuple[int, int]]:
+    """All ordered frame pairs ``(p, q)`` with ``1 <= |p - q| <= window``, sorted by ``p`` then ``q``."""
+    if num_frames < 0 or window < 0:
+        raise ValueError(f"num_frames and window must be >= 0, got {num_frames}, {window}")
+    return [(p, q) for p in range(num_frames) for q in range(max(0, p - window), min(num_frames, p + window + 1))
+            if q != p]
+
+
+def _compute_chunk(frames, pairs: list[tuple[int, int]], keys: list[str], cache_root: str | None,
+                   cache_dtype: str, cache_compress: bool, flow_kwargs: dict[str, Any],
+                   single_thread_cv: bool) -> tuple[int, float, list]:
+    """Worker: compute the flows of ``pairs`` and write them to the cache (or return them when no cache)."""
+    if single_thread_cv:
+        cv2.setNumThreads(1)
+    cache = FlowCache(cache_root, dtype=cache_dtype, compress=cache_compress) if cache_root else None
+    local: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def frame(i: int) -> np.ndarray:
+        if i not in local:
+            local[i] = frames[i]
+            if len(local) > 16:
+                local.popitem(last=False)
+        return local[i]
+
+    seconds, out = 0.0, []
+    for (p, q), key in zip(pairs, keys):
+        fa, fb = frame(p), frame(q)
+        t0 = time.perf_counter()
+        flow = compute_flow(fa, fb, **flow_kwargs)
+        seconds += time.perf_counter() - t0
+        if cache is not None:
+            cache.put(key, flow)
+        else:
+            out.append(flow)
+    return len(pairs), seconds, out
+
+
+class FlowProvider:
+    """Flow between any two frames of one video, through the disk cache: ``provider(p, q)`` → ``F[p→q]``.
+
+    Args:
+        frames: the video (:class:`~steadyseg.datasets.video.VideoFrames` or any sequence of ``(H, W, 3) uint8``
+            frames with ``content_hash(i)``; a plain sequence is hashed here).
+        backend, preset, raft_weights, raft_model, device, raft_updates: see :func:`compute_flow`.
+        cache_dir: folder of the :class:`FlowCache` (``None``: no disk cache; ``precompute`` then needs one).
+        n_jobs: parallel workers for :meth:`precompute` (joblib; ``-1`` = all cores).
+        prefer: joblib's ``"processes"`` (default for DIS/Farneback; OpenCV then runs single-threaded per worker) or
+            ``"threads"`` (default for RAFT, which keeps one model in memory).
+        memory_items: flows kept in an in-memory LRU (the measures ask for ``F[p→q]`` and ``F[q→p]`` repeatedly).
+        cache_dtype: ``"float32"`` (default) or ``"float16"`` on disk.
+
+    ``stats`` counts ``hits`` (memory or disk), ``misses`` (computed in ``__call__``), ``computed`` (in
+    ``precompute``), ``corrupt`` (bad cache files replaced) and ``seconds_computing`` (flow time only).
+    """
+
+    def __init__(self, frames, *, backend: str = "dis", preset: str = "medium",
+                 cache_dir: str | os.PathLike | None = None, n_jobs: int = 1, raft_weights=None,
+                 raft_model: str = "raft_small", device: str = "cpu", raft_updates: int = 12,
+                 prefer: str | None = None, memory_items: int = 8, cache_dtype: str = "float32"):
+        self.frames = frames
+        self.params = flow_params(backend=backend, preset=preset, raft_weights=raft_weights, raft_model=raft_model,
+                                  raft_updates=raft_updates)
+        if backend == "raft":  # fail now, not in a worker
+            load_raft(raft_weights, model=raft_model, device=device)
+        self.flow_kwargs = {"backend": backend, "preset": preset, "raft_weights": raft_weights,
+                            "raft_model": raft_model, "device": device, "raft_updates": raft_updates}
+        self.cache = FlowCache(cache_dir, dtype=cache_dtype) if cache_dir is not None else None
+        self.n_jobs = int(n_jobs)
+        if prefer not in (None, "processes", "threads"):
+            raise ValueError(f"prefer must be 'processes', 'threads' or None, got {prefer!r}")
+        self.prefer = prefer or ("threads" if backend == "raft" else "processes")
+        self.memory_items = int(memory_items)
+        self._memory: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._hashes: dict[int, str] = {}
+        self.stats: dict[str, float] = {"hits": 0, "misses": 0, "computed": 0, "corrupt": 0,
+                                        "seconds_computing": 0.0}
+        if hasattr(frames, "size"):
+            self.size = tuple(frames.size)
+        else:  # a plain sequence of arrays
+            self.size = tuple(frames[0].shape[:2]) if len(frames) else (0, 0)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _hash(self, i: int) -> str:
+        if hasattr(self.frames, "content_hash"):
+            return self.frames.content_hash(i)
+        h = self._hashes.get(i)
+        if h is None:
+            f = np.ascontiguousarray(self.frames[i])
+            h = self._hashes[i] = hashlib.sha256(f"{f.shape}{f.dtype}".encode() + f.tobytes()).hexdigest()
+        return h
+
+    def key(self, p: int, q: int) -> str:
+        """Cache key of ``F[p→q]`` (content hashes of both frames + backend parameters)."""
+        return flow_cache_key(self._hash(p), self._hash(q), self.params)
+
+    def _check_index(self, p: int, q: int) -> tuple[int, int]:
+        n = len(self.frames)
+        for i in (p, q):
+            if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < n:
+                raise IndexError(f"frame index {i!r} out of range for a video of {n} frames")
+        return int(p), int(q)
+
+    def __call__(self, p: int, q: int) -> np.ndarray:
+        """``F[p→q]``: ``(H, W, 2) float32``, channel 0 = dx, 1 = dy, pixels; zeros when ``p == q``."""
+        p, q = self._check_index(p, q)
+        if p == q:
+            return np.zeros(self.size + (2,), dtype=np.float32)
+        mem = self._memory.get((p, q))
+        if mem is not None:
+            self._memory.move_to_end((p, q))
+            self.stats["hits"] += 1
+            return mem.copy()
+        flow = None
+        if self.cache is not None:
+            key = self.key(p, q)
+            before = self.cache.corrupt
+            flow = self.cache.get(key, shape=self.size)
+            self.stats["corrupt"] += self.cache.corrupt - before
+        if flow is not None:
+            self.stats["hits"] += 1
+        else:
+            t0 = time.perf_counter()
+            flow = compute_flow(self.frames[p], self.frames[q], **self.flow_kwargs)
+            self.stats["seconds_computing"] += time.perf_counter() - t0
+            self.stats["misses"] += 1
+            if self.cache is not None:
+                self.cache.put(key, flow)
+        if self.memory_items > 0:
+            self._memory[(p, q)] = flow
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
+            return flow.copy()
+        return flow
+
+    def precompute(self, pairs: Iterable[tuple[int, int]], *, progress: bool = True) -> dict[str, float]:
+        """Compute every pair missing from the cache, in parallel (``n_jobs`` joblib workers), with a progress bar.
+
+        Pairs already on disk are skipped (validated later by ``get``); duplicates and ``p == q`` are dropped.
+        Workers write the cache files themselves (atomic), so nothing large travels between processes.
+        Returns ``{"pairs", "cached", "computed", "seconds_computing", "seconds_wall"}``.
+        """
+        from joblib import Parallel, delayed
+        from tqdm.auto import tqdm
+
+        if self.cache is None:
+            raise ValueError("FlowProvider.precompute needs cache_dir (the flows are written to the disk cache)")
+        t_wall = time.perf_counter()
+        todo, keys, seen, cached = [], [], set(), 0
+        for p, q in pairs:
+            p, q = self._check_index(p, q)
+            if p == q or (p, q) in seen:
+                continue
+            seen.add((p, q))
+            k = self.key(p, q)
+            if k in self.cache:
+                cached += 1
+            else:
+                todo.append((p, q))
+                keys.append(k)
+        n_workers = (os.cpu_count() or 1) if self.n_jobs < 0 else max(1, self.n_jobs)
+        chunk = max(1, min(16, -(-len(todo) // (n_workers * 4)))) if todo else 1
+        chunks = [(todo[i:i + chunk], keys[i:i + chunk]) for i in range(0, len(todo), chunk)]
+        seconds = 0.0
+        bar = tqdm(total=len(todo), desc=f"flow {self.params['backend']}", unit="pair", disable=not progress)
+        single_cv = self.prefer == "processes" and n_workers > 1
+        args = (str(self.cache.root), self.cache.dtype, self.cache.compress, self.flow_kwargs, single_cv)
+        try:
+            if n_workers == 1 or len(chunks) <= 1:
+                for c_pairs, c_keys in chunks:
+                    n, s, _ = _compute_chunk(self.frames, c_pairs, c_keys, *args[:4], False)
+                    seconds += s
+                    bar.update(n)
+            else:
+                par = Parallel(n_jobs=n_workers, prefer=self.prefer, return_as="generator_unordered")
+                for n, s, _ in par(delayed(_compute_chunk)(self.frames, c_pairs, c_keys, *args)
+                                   for c_pairs, c_keys in chunks):
+                    seconds += s
+                    bar.update(n)
+        finally:
+            bar.close()
+        self.stats["computed"] += len(todo)
+        self.stats["seconds_computing"] += seconds
+        return {"pairs": len(seen), "cached": cached, "computed": len(todo), "seconds_computing": seconds,
+                "seconds_wall": time.perf_counter() - t_wall}
