@@ -364,7 +364,7 @@ class FlowProvider:
         self._hashes: dict[int, str] = {}
         self.stats: dict[str, float] = {"hits": 0, "misses": 0, "computed": 0, "corrupt": 0,
                                         "seconds_computing": 0.0}
-        if hasattr(frames, "size"):
+        if isinstance(getattr(frames, "size", None), tuple):  # VideoFrames; a numpy array's .size is an int
             self.size = tuple(frames.size)
         else:  # a plain sequence of arrays
             self.size = tuple(frames[0].shape[:2]) if len(frames) else (0, 0)
