@@ -1,0 +1,254 @@
+"""Benchmark of ``steadyseg measure``'s core: the flow inconsistency on a real 480p DAVIS sequence, and its memory.
+
+1. Speed on a DAVIS-2016 sequence (854×480), K = 3, DIS ``--preset`` (medium), OSVOS masks:
+   - cold: empty temporary flow cache → ``FlowProvider.precompute`` (``--workers``) + ``inconsistency``;
+   - cached: the same again with the cache filled (flows read from disk);
+   - compute only: flows already in memory (no disk, no flow), i.e. the measure's own arithmetic.
+   Reports frames per second, the share of the cold time spent outside the flow computation, and the flows
+   per second read from the cache.
+2. Memory on a long synthetic 480p video generated lazily (a ``Sequence`` that draws mask ``i`` on demand: a
+   jittered moving rectangle) with its exact flow (a callable returning a constant translation): peak traced
+   memory (``tracemalloc``, numpy buffers included) of ``inconsistency`` for ``--mem-frames`` lengths, each in a
+   fresh subprocess that also reports its peak RSS. Memory must not grow with the length.
+
+Usage::
+
+    python benchmarks/bench_measure.py --sequence blackswan --json bench_measure.json
+    python benchmarks/bench_measure.py --skip-speed --mem-frames 200 1000
+
+The machine is shared; numbers depend on its load (``os.getloadavg`` is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STEADYSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+class _Head(Sequence):
+    def __init__(self, seq, n):
+        self.seq, self.n = seq, min(n, len(seq))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.seq[i]
+
+
+def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_frames: int | None) -> dict:
+    from steadyseg.datasets.flow import FlowProvider, window_pairs
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.datasets.video import open_video
+    from steadyseg.measures import inconsistency
+
+    video = open_video(DATA / "davis2016" / "JPEGImages" / "480p" / sequence, max_frames=max_frames)
+    masks = _Head(open_masks(DATA / "davis2017-osvos" / sequence, binary=True), len(video))
+    n = len(video)
+    for i in range(n):  # decode + hash every frame once, so both runs pay the same for keys
+        video.content_hash(i)
+    pairs = window_pairs(n, window)
+    out: dict = {"sequence": sequence, "frames": n, "size": list(video.size), "window": window, "preset": preset,
+                 "workers": workers, "measure_threads": workers, "flow_pairs": len(pairs)}
+    with tempfile.TemporaryDirectory(prefix="bench-flow-") as cache:
+        prov = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache, n_jobs=workers)
+        t0 = time.perf_counter()
+        stats = prov.precompute(pairs, progress=False)
+        t_flow = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r_cold = inconsistency(masks, prov, window=window, threads=workers)
+        t_meas = time.perf_counter() - t0
+        cold = t_flow + t_meas
+        out["cold"] = {"seconds": cold, "fps": n / cold, "flow_seconds": t_flow, "measure_seconds": t_meas,
+                       "share_outside_flow": t_meas / cold, "flow_pairs_per_s": len(pairs) / t_flow,
+                       "flow_compute_seconds_in_workers": stats.get("seconds_computing")}
+
+        prov2 = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache, n_jobs=workers)
+        t0 = time.perf_counter()
+        prov2.precompute(pairs, progress=False)
+        r_cached = inconsistency(masks, prov2, window=window, threads=workers)
+        t_cached = time.perf_counter() - t0
+        assert r_cached.e_raw == r_cold.e_raw
+        out["cached"] = {"seconds": t_cached, "fps": n / t_cached}
+
+        t0 = time.perf_counter()
+        flows = {pq: prov2(*pq) for pq in pairs}
+        t_read = time.perf_counter() - t0
+        out["cache_read"] = {"seconds": t_read, "flows_per_s": len(pairs) / t_read}
+    mem_masks = [masks[i] for i in range(n)]
+    t0 = time.perf_counter()
+    r_mem = inconsistency(mem_masks, lambda p, q: flows[(p, q)], window=window, threads=workers)
+    t_cpu = time.perf_counter() - t0
+    out["compute_only"] = {"seconds": t_cpu, "fps": n / t_cpu,
+                           "ms_per_direction": 1000 * t_cpu / len(pairs)}
+    out["e_raw"], out["e_cons"] = r_mem.e_raw, r_mem.e_cons
+    return out
+
+
+SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+
+
+def davis_table(*, preset: str, window: int, workers: int, max_frames: int | None, cache: str | None) -> list[dict]:
+    """E_raw / E_cons (GT-normalised), E_smooth, IoU and F of OSVOS and of the ground truth on the 8 sequences."""
+    from steadyseg.accuracy import davis_scores
+    from steadyseg.datasets.flow import FlowProvider, window_pairs
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.datasets.video import open_video
+    from steadyseg.measures import inconsistency, median_boundary, smoothness
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp:
+        for seq in SEQUENCES:
+            video = open_video(DATA / "davis2016" / "JPEGImages" / "480p" / seq, max_frames=max_frames)
+            n = len(video)
+            gt = _Head(open_masks(DATA / "davis2016" / "Annotations" / "480p" / seq, binary=True), n)
+            pred = _Head(open_masks(DATA / "davis2017-osvos" / seq, binary=True), n)
+            prov = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache or tmp, n_jobs=workers)
+            prov.precompute(window_pairs(n, window), progress=False)
+            norm = median_boundary(gt)
+            r_gt = inconsistency(gt, prov, window=window, normalizer=norm)
+            r_pr = inconsistency(pred, prov, window=window, normalizer=norm)
+            acc = davis_scores(pred, gt, binary=True)
+            rows.append({"sequence": seq, "frames": n, "gt_e_raw": r_gt.e_raw, "gt_e_cons": r_gt.e_cons,
+                         "osvos_e_raw": r_pr.e_raw, "osvos_e_cons": r_pr.e_cons,
+                         "gt_smooth": smoothness(gt, normalizer=norm), "osvos_smooth": smoothness(pred, normalizer=norm),
+                         "osvos_j": acc["J_mean"], "osvos_f": acc["F_mean"]})
+            r = rows[-1]
+            print(f"  {seq:15s} GT E_raw {r['gt_e_raw']:.4f}  OSVOS E_raw {r['osvos_e_raw']:.4f}  "
+                  f"(E_cons {r['gt_e_cons']:.2f} vs {r['osvos_e_cons']:.2f}; E_smooth {r['gt_smooth']:.3f} vs "
+                  f"{r['osvos_smooth']:.3f}; OSVOS J {r['osvos_j']:.3f} F {r['osvos_f']:.3f})", flush=True)
+    return rows
+
+
+class LazyMasks(Sequence):
+    """Mask i of a synthetic 480p video, drawn on demand: a rectangle moving +2 px/frame in x, jittered ±1 px."""
+
+    def __init__(self, n: int, h: int = 480, w: int = 854):
+        self.n, self.h, self.w = n, h, w
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        rng = np.random.default_rng(i)
+        m = np.zeros((self.h, self.w), np.uint8)
+        x0 = 100 + (2 * i) % (self.w - 400) + int(rng.integers(-1, 2))
+        m[120:360, x0:x0 + 200] = 1
+        return m
+
+
+def _mem_child(n: int, window: int) -> dict:
+    import tracemalloc
+
+    from steadyseg.measures import inconsistency
+
+    h, w = 480, 854
+
+    def flows(p, q):
+        f = np.zeros((h, w, 2), np.float32)
+        f[..., 0] = 2.0 * (q - p)  # exact apart from the wrap-around, which the out-of-frame test removes
+        return f
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    r = inconsistency(LazyMasks(n, h, w), flows, window=window)
+    secs = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"frames": n, "seconds": secs, "fps": n / secs, "tracemalloc_peak_mb": peak / 2**20,
+            "max_rss_mb": _peak_rss_mb(), "e_raw": r.e_raw}
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process (``VmHWM``; ``ru_maxrss`` would inherit the parent's peak across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_memory(lengths: list[int], window: int) -> list[dict]:
+    rows = []
+    for n in lengths:
+        res = subprocess.run([sys.executable, __file__, "--_mem-child", str(n), "--mem-window", str(window)],
+                             check=True, capture_output=True, text=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sequence", default="blackswan")
+    ap.add_argument("--preset", default="medium", choices=("ultrafast", "fast", "medium"))
+    ap.add_argument("--window", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--mem-frames", type=int, nargs="*", default=[200, 1000])
+    ap.add_argument("--mem-window", type=int, default=1, help="K for the memory runs (memory is about length)")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--davis-table", action="store_true", help="OSVOS vs ground truth on the 8 DAVIS sequences")
+    ap.add_argument("--cache", default=None, help="flow cache for --davis-table (default: temporary)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--_mem-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._mem_child is not None:
+        print(json.dumps(_mem_child(args._mem_child, args.mem_window)))
+        return 0
+    result: dict = {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    if not args.skip_speed:
+        sp = bench_speed(args.sequence, preset=args.preset, window=args.window, workers=args.workers,
+                         max_frames=args.max_frames)
+        result["speed"] = sp
+        print(f"{sp['sequence']}: {sp['frames']} frames {sp['size'][1]}x{sp['size'][0]}, K={sp['window']}, "
+              f"DIS {sp['preset']}, {sp['flow_pairs']} flows, {sp['workers']} workers")
+        c = sp["cold"]
+        print(f"  cold   : {c['fps']:6.2f} fps ({c['seconds']:.1f} s; flow {c['flow_seconds']:.1f} s = "
+              f"{c['flow_pairs_per_s']:.1f} pairs/s; measure {c['measure_seconds']:.1f} s; "
+              f"share outside flow {100 * c['share_outside_flow']:.0f} %)")
+        print(f"  cached : {sp['cached']['fps']:6.2f} fps ({sp['cached']['seconds']:.1f} s; cache reads "
+              f"{sp['cache_read']['flows_per_s']:.0f} flows/s)")
+        print(f"  compute: {sp['compute_only']['fps']:6.2f} fps (flows in memory; "
+              f"{sp['compute_only']['ms_per_direction']:.1f} ms per direction)")
+    if args.davis_table:
+        print(f"OSVOS vs ground truth, DIS {args.preset}, K={args.window}, first {args.max_frames or 'all'} frames, "
+              "normalised by the GT's median boundary:")
+        result["davis_table"] = davis_table(preset=args.preset, window=args.window, workers=args.workers,
+                                            max_frames=args.max_frames, cache=args.cache)
+    if args.mem_frames:
+        rows = bench_memory(args.mem_frames, args.mem_window)
+        result["memory"] = rows
+        print(f"memory on a lazy synthetic 854x480 video, K={args.mem_window}, exact flow:")
+        for r in rows:
+            print(f"  memory : {r['frames']:5d} frames: tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MB, "
+                  f"max RSS {r['max_rss_mb']:.0f} MB, {r['fps']:.1f} fps")
+    result["loadavg_end"] = os.getloadavg()
+    if args.json:
+        from steadyseg.files import atomic_write_json
+
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Accuracy measures with DAVIS conventions, and two common temporal-consistency scores (VSPW mVC, TC).
+
+Masks are (H, W) integer label maps (0 = background, 255 = void) or bool masks. DAVIS conventions:
+``J`` = IoU (region similarity), ``F`` = boundary F-measure with a tolerance of ``ceil(0.008 · diagonal)`` pixels,
+``J_recall`` = fraction of frames with ``J > 0.5``; object scores are averaged over frames, then over objects.
+All frames are evaluated (the DAVIS semi-supervised benchmark drops the first and last frame; we do not, since
+the methods evaluated here get no first-frame mask).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from steadyseg.warp import warp_and_valid
+
+VOID = 255
+
+__all__ = ["iou", "boundary_f", "davis_scores", "mean_video_consistency", "temporal_consistency_tc",
+           "mask_boundary"]
+
+
+def _fg(mask: Any, *, void: int | None, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Foreground bool map and the void map (None when there is none) of a bool or label mask."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"{where}: expected an (H, W) mask, got shape {m.shape}")
+    if m.dtype == np.bool_:
+        return m, None
+    if void is not None and np.issubdtype(m.dtype, np.integer):
+        v = m == void
+        return (m != 0) & ~v, (v if v.any() else None)
+    return m != 0, None
+
+
+def iou(pred: Any, gt: Any, *, void: int | None = VOID) -> float:
+    """Intersection over union of two binary masks (DAVIS ``J``).
+
+    Args:
+        pred, gt: (H, W) bool, or integer label maps where nonzero non-void pixels are foreground.
+        void: label ignored in ``gt`` (those pixels are excluded from both masks); None → no void.
+
+    Returns:
+        IoU in [0, 1]; 1.0 when both masks are empty.
+    """
+    p, _ = _fg(pred, void=void, where="iou: pred")
+    g, gv = _fg(gt, void=void, where="iou: gt")
+    if p.shape != g.shape:
+        raise ValueError(f"iou: shapes differ: pred {p.shape}, gt {g.shape}")
+    if gv is not None:
+        p = p & ~gv
+    union = np.count_nonzero(p | g)
+    if union == 0:
+        return 1.0
+    return float(np.count_nonzero(p & g)) / union
+
+
+def mask_boundary(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: foreground pixels with a 4-neighbour in the background (the image border is not an edge)."""
+    m = np.asarray(mask, dtype=bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def _tolerance(bound_th: float, shape: tuple[int, int]) -> int:
+    return int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(*shape)))
+
+
+def boundary_f(pred: Any, gt: Any, *, bound_th: float = 0.008, void: int | None = VOID) -> float:
+    """DAVIS boundary F-measure of two binary masks.
+
+    Boundaries are the foreground pixels with a 4-neighbour in the background (:func:`mask_boundary`). A boundary
+    pixel of one mask matches when a boundary pixel of the other lies within the tolerance, a disk of radius
+    ``ceil(bound_th · diagonal)`` pixels (``bound_th ≥ 1`` is taken as a radius in pixels). Precision = matched
+    share of the predicted boundary, recall = matched share of the true boundary, ``F = 2PR / (P + R)``.
+
+    Returns:
+        F in [0, 1]; 1.0 when both boundaries are empty, 0.0 when only one is.
+    """
+    p, _ = _fg(pred, void=void, where="boundary_f: pred")
+    g, gv = _fg(gt, void=void, where="boundary_f: gt")
+    if p.shape != g.shape:
+        raise ValueError(f"boundary_f: shapes differ: pred {p.shape}, gt {g.shape}")
+    if gv is not None:
+        p = p & ~gv
+    bp = mask_boundary(p)
+    bg = mask_boundary(g)
+    n_p, n_g = int(bp.sum()), int(bg.sum())
+    if n_p == 0 and n_g == 0:
+        return 1.0
+    if n_p == 0 or n_g == 0:
+        return 0.0
+    r = _tolerance(bound_th, p.shape)
+    if r > 0:
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        dp = cv2.dilate(bp.astype(np.uint8), disk).astype(bool)
+        dg = cv2.dilate(bg.astype(np.uint8), disk).astype(bool)
+    else:
+        dp, dg = bp, bg
+    precision = np.count_nonzero(bp & dg) / n_p
+    recall = np.count_nonzero(bg & dp) / n_g
+    if precision + recall == 0:
+        return 0.0
+    return float(2 * precision * recall / (precision + recall))
+
+
+def davis_scores(pred_masks: Iterable[Any], gt_masks: Iterable[Any], *, binary: bool,
+                 bound_th: float = 0.008, void: int = VOID, progress: bool = False) -> dict[str, Any]:
+    """DAVIS region (J) and boundary (F) scores of a mask video.
+
+    Args:
+        pred_masks, gt_masks: equally long sequences of (H, W) masks, read once, in order.
+        binary: True → one object: every nonzero non-void pixel is foreground (use it for DAVIS-2016-style
+            masks); False → one object per nonzero non-void label id found in the ground truth (DAVIS 2017).
+        bound_th: boundary tolerance (fraction of the diagonal, or pixels when ≥ 1).
+
+    Returns:
+        dict with ``objects`` ({id: {"J": [per frame], "F": [...], "J_mean", "F_mean", "J_recall", "F_recall"}}),
+        ``J_mean``, ``F_mean``, ``JF_mean``, ``J_recall``, ``F_recall`` (means over objects), ``iou`` (per-frame
+        IoU averaged over the objects) and ``mean_iou`` (mean of that), ``frames`` (T).
+    """
+    per_obj_j: dict[int, list[float]] = {}
+    per_obj_f: dict[int, list[float]] = {}
+    n_frames = 0
+    pred_ids: list[set[int]] = []  # labels present in each predicted frame (multi-object mode)
+    gt_iter = iter(gt_masks)
+    it: Iterable[Any] = pred_masks
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(pred_masks, desc="accuracy", unit="frame")
+    for t, pred in enumerate(it):
+        try:
+            gt = next(gt_iter)
+        except StopIteration:
+            raise ValueError(f"davis_scores: the ground truth has {t} frames, the predictions more") from None
+        p = np.asarray(pred)
+        g = np.asarray(gt)
+        if p.shape != g.shape:
+            raise ValueError(f"davis_scores: frame {t}: prediction shape {p.shape} vs ground truth {g.shape}")
+        gvoid = (g == void) if np.issubdtype(g.dtype, np.integer) else None
+        if binary:
+            objs = {1: ((p != 0) & (p != void)) if np.issubdtype(p.dtype, np.integer) else p.astype(bool)}
+            gts = {1: ((g != 0) & ~gvoid) if gvoid is not None else g.astype(bool)}
+        else:
+            ids = [int(i) for i in np.unique(g) if i != 0 and i != void]
+            for i in per_obj_j:
+                if i not in ids:
+                    ids.append(i)
+            pred_ids.append({int(i) for i in np.unique(p)})
+            objs = {i: p == i for i in ids}
+            gts = {i: g == i for i in ids}
+        for i in objs:
+            if i not in per_obj_j:
+                # an object first seen in the ground truth at frame t: earlier frames score 1 when the prediction
+                # is empty for it too, else 0 (IoU and F with an empty ground truth)
+                early = [0.0 if i in ids_s else 1.0 for ids_s in pred_ids[:t]]
+                per_obj_j[i] = list(early)
+                per_obj_f[i] = list(early)
+            pi, gi = objs[i], gts[i]
+            if gvoid is not None:
+                pi = pi & ~gvoid
+            per_obj_j[i].append(iou(pi, gi, void=None))
+            per_obj_f[i].append(boundary_f(pi, gi, bound_th=bound_th, void=None))
+        n_frames = t + 1
+    if next(gt_iter, None) is not None:
+        raise ValueError(f"davis_scores: the ground truth has more frames than the {n_frames} predictions")
+    if n_frames == 0:
+        raise ValueError("davis_scores: no frames given")
+    objects = {}
+    for i in sorted(per_obj_j):
+        j = np.asarray(per_obj_j[i])
+        f = np.asarray(per_obj_f[i])
+        objects[i] = {"J": j.tolist(), "F": f.tolist(), "J_mean": float(j.mean()), "F_mean": float(f.mean()),
+                      "J_recall": float((j > 0.5).mean()), "F_recall": float((f > 0.5).mean())}
+    if not objects:
+        raise ValueError("davis_scores: the ground truth has no object in any frame")
+    per_frame_iou = np.mean([objects[i]["J"] for i in objects], axis=0)
+    jm = float(np.mean([o["J_mean"] for o in objects.values()]))
+    fm = float(np.mean([o["F_mean"] for o in objects.values()]))
+    return {
+        "objects": objects, "J_mean": jm, "F_mean": fm, "JF_mean": (jm + fm) / 2,
+        "J_recall": float(np.mean([o["J_recall"] for o in objects.values()])),
+        "F_recall": float(np.mean([o["F_recall"] for o in objects.values()])),
+        "iou": per_frame_iou.tolist(), "mean_iou": float(per_frame_iou.mean()), "frames": n_frames,
+    }
+
+
+def mean_video_consistency(pred_masks: Sequence[Any] | Iterable[Any], gt_masks: Sequence[Any] | Iterable[Any],
+                           *, n: int = 8, void: int = VOID) -> float:
+    """VSPW video consistency ``mVC_n``.
+
+    For every clip of ``n`` consecutive frames (stride 1), the pixels whose ground-truth label is the same in all
+    ``n`` frames (and never void) are taken, and VC is the share of them whose predicted label is also the same in
+    all ``n`` frames; ``mVC_n`` is the mean VC over the clips with at least one such pixel. Streams over the
+    masks holding ``n`` frames.
+
+    Returns:
+        mVC in [0, 1]; NaN when the video is shorter than ``n`` frames.
+    """
+    if n < 2:
+        raise ValueError(f"mean_video_consistency: n must be ≥ 2, got {n}")
+    preds: list[np.ndarray] = []
+    gts: list[np.ndarray] = []
+    scores: list[float] = []
+    gt_iter = iter(gt_masks)
+    for t, pred in enumerate(pred_masks):
+        gt = next(gt_iter, None)
+        if gt is None:
+            raise ValueError(f"mean_video_consistency: the ground truth ends at frame {t}")
+        preds.append(np.asarray(pred))
+        gts.append(np.asarray(gt))
+        if len(preds) > n:
+            preds.pop(0)
+            gts.pop(0)
+        if len(preds) == n:
+            common_gt = gts[0] != void
+            common_pred = np.ones_like(common_gt)
+            for k in range(1, n):
+                common_gt &= gts[k] == gts[0]
+                common_pred &= preds[k] == preds[0]
+            total = np.count_nonzero(common_gt)
+            if total:
+                scores.append(np.count_nonzero(common_gt & common_pred) / total)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def temporal_consistency_tc(pred_masks: Sequence[Any] | Iterable[Any], flows: Callable[[int, int], np.ndarray],
+                            *, use_valid: bool = True, void: int = VOID) -> float:
+    """TC (Liu et al.): mean over t ≥ 1 of the mIoU between ``O_t`` and ``O_{t−1}`` warped into frame t.
+
+    ``W(O_{t−1})(x) = O_{t−1}(x + F[t→t−1](x))`` (nearest). The mIoU averages, over the classes present (non-void)
+    in either map, the IoU of the two label maps. With ``use_valid`` (default) only the pixels of
+    ``M[t−1→t]`` (:func:`steadyseg.warp.valid_mask`) count, as in the inconsistency measure.
+
+    Returns:
+        TC in [0, 1]; NaN for fewer than two frames.
+    """
+    prev = None
+    scores: list[float] = []
+    for t, mask in enumerate(pred_masks):
+        cur = np.asarray(mask)
+        if prev is not None:
+            f_tp = np.asarray(flows(t, t - 1), dtype=np.float32)
+            f_pt = np.asarray(flows(t - 1, t), dtype=np.float32) if use_valid else f_tp
+            warped, m = warp_and_valid(prev, f_tp, f_pt, mode="nearest", fill=void)
+            keep = (cur != void) & (warped != void)
+            if use_valid:
+                keep &= m
+            a, b = cur[keep], warped[keep]
+            classes = np.union1d(np.unique(a), np.unique(b))
+            ious = [np.count_nonzero((a == c) & (b == c)) / np.count_nonzero((a == c) | (b == c)) for c in classes]
+            if ious:
+                scores.append(float(np.mean(ious)))
+        prev = cur
+    return float(np.mean(scores)) if scores else float("nan")

@@ -1,0 +1,148 @@
+"""The differentiable flow-consistency loss of the paper, on batches of clips (torch, CPU or GPU).
+
+For every ordered pair ``(p, q)`` of frames of a clip, the probabilities of frame ``p`` are warped into frame ``q``
+with the same warp and valid mask as the measure (:mod:`steadyseg.warp`, bilinear)::
+
+    W(P_p)(x) = P_p(x + F[q→p](x))            (grid_sample, align_corners=True, zeros outside)
+    d_pq(x)   = 1 − Σ_c P_q(c, x) · W(P_p)(c, x)
+    L_pq      = Σ_{b,x} M[p→q] · d_pq / Σ_{b,x} M[p→q]      (0 when no pixel of the batch is valid)
+    L         = mean over the selected ordered pairs of L_pq
+
+``M[p→q]`` is computed from the flows (:func:`steadyseg.warp.valid_mask_torch`: inside the frame,
+forward–backward consistent, not on a motion boundary) unless given. Gradients flow into both ``P_q`` and
+``P_p`` (and into the flows when they require grad); the valid mask carries no gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from steadyseg.warp import backward_warp_torch, valid_mask_torch
+
+__all__ = ["consistency_loss", "ConsistencyLoss", "select_pairs"]
+
+FlowsArg = Tensor | Mapping[tuple[int, int], Tensor]
+
+
+def select_pairs(num_frames: int, pairs: str | int | list[tuple[int, int]] = "all") -> list[tuple[int, int]]:
+    """Ordered frame pairs ``(p, q)``, ``p ≠ q``: ``"all"``, ``"adjacent"`` (``|p−q| = 1``), an int K
+    (``1 ≤ |p−q| ≤ K``), ``"center"`` (every frame with the middle one, both directions) or an explicit list."""
+    t = int(num_frames)
+    if isinstance(pairs, str):
+        if pairs == "all":
+            return [(p, q) for p in range(t) for q in range(t) if p != q]
+        if pairs == "adjacent":
+            return [(p, q) for p in range(t) for q in range(t) if abs(p - q) == 1]
+        if pairs == "center":
+            c = t // 2
+            return [(p, q) for p in range(t) for q in range(t) if p != q and c in (p, q)]
+        raise ValueError(f"pairs must be 'all', 'adjacent', 'center', an int window or a list, got {pairs!r}")
+    if isinstance(pairs, int):
+        if pairs < 1:
+            raise ValueError(f"pairs window must be ≥ 1, got {pairs}")
+        return [(p, q) for p in range(t) for q in range(t) if 1 <= abs(p - q) <= pairs]
+    out = [(int(p), int(q)) for p, q in pairs]
+    for p, q in out:
+        if p == q or not (0 <= p < t and 0 <= q < t):
+            raise ValueError(f"pair ({p}, {q}) invalid for a clip of {t} frames")
+    return out
+
+
+def _flow(flows: FlowsArg, p: int, q: int) -> Tensor:
+    if isinstance(flows, Tensor):
+        return flows[:, p, q]
+    try:
+        return flows[(p, q)]
+    except KeyError:
+        raise ValueError(f"flows dict has no flow for the pair ({p}, {q}) (flow {p}→{q} is needed)") from None
+
+
+def _check(probs: Tensor, flows: FlowsArg, valid) -> None:
+    if not isinstance(probs, Tensor) or probs.ndim != 5:
+        raise ValueError(f"expected probs B×T×C×H×W, got {tuple(getattr(probs, 'shape', ()))}")
+    b, t, _, h, w = probs.shape
+    if isinstance(flows, Tensor):
+        if flows.shape != (b, t, t, 2, h, w):
+            raise ValueError(f"expected flows B×T×T×2×H×W = {(b, t, t, 2, h, w)}, got {tuple(flows.shape)}")
+    elif isinstance(flows, Mapping):
+        for (p, q), f in flows.items():
+            if f.shape != (b, 2, h, w):
+                raise ValueError(f"expected flow ({p}, {q}) B×2×H×W = {(b, 2, h, w)}, got {tuple(f.shape)}")
+    else:
+        raise ValueError(f"flows must be a B×T×T×2×H×W tensor or a dict {{(p, q): B×2×H×W}}, got {type(flows)}")
+    if isinstance(valid, Tensor) and valid.shape != (b, t, t, 1, h, w):
+        raise ValueError(f"expected valid B×T×T×1×H×W = {(b, t, t, 1, h, w)}, got {tuple(valid.shape)}")
+
+
+def consistency_loss(probs: Tensor, flows: FlowsArg, valid: Tensor | Mapping[tuple[int, int], Tensor] | None = None,
+                     *, pairs: str | int | list[tuple[int, int]] = "all",
+                     check_motion_boundary: bool = True) -> dict[str, Tensor]:
+    """Flow-consistency loss of a batch of clips.
+
+    Args:
+        probs: (B, T, C, H, W) float per-class probabilities (each pixel sums to 1; e.g. a softmax output).
+        flows: (B, T, T, 2, H, W) with ``flows[:, p, q]`` the flow p→q (dx, dy) in pixels, or a dict
+            ``{(p, q): (B, 2, H, W)}``; every pair needs both ``(p, q)`` and ``(q, p)``.
+        valid: optional ``M[p→q]`` on the pixels of q: (B, T, T, 1, H, W) bool/float with ``valid[:, p, q]`` for
+            the ordered pair (p warped into q), or a dict ``{(p, q): (B, 1, H, W)}``; default: computed from the
+            flows with :func:`steadyseg.warp.valid_mask_torch`.
+        pairs: which ordered pairs (see :func:`select_pairs`); default all ``T·(T−1)``.
+        check_motion_boundary: used when the valid mask is computed here.
+
+    Returns:
+        ``{"consistency": scalar loss (differentiable), "valid_fraction": scalar share of valid pixels (detached)}``.
+    """
+    _check(probs, flows, valid)
+    b, t, c, h, w = probs.shape
+    selected = select_pairs(t, pairs)
+    if not selected:
+        zero = probs.sum() * 0.0
+        return {"consistency": zero, "valid_fraction": zero.detach()}
+    losses = []
+    n_valid = probs.new_zeros(())
+    for p, q in selected:
+        f_qp = _flow(flows, q, p).to(probs.dtype)
+        if valid is None:
+            m = valid_mask_torch(f_qp, _flow(flows, p, q).to(probs.dtype), check_motion_boundary=check_motion_boundary)
+        elif isinstance(valid, Tensor):
+            m = valid[:, p, q]
+        else:
+            m = valid[(p, q)]
+        m = m.to(probs.dtype).detach()
+        warped = backward_warp_torch(probs[:, p], f_qp, mode="bilinear")
+        d = 1.0 - (probs[:, q] * warped).sum(dim=1, keepdim=True)
+        denom = m.sum()
+        losses.append((m * d).sum() / denom.clamp_min(1.0))
+        n_valid = n_valid + denom.detach()
+    loss = torch.stack(losses).mean()
+    return {"consistency": loss, "valid_fraction": n_valid / (len(selected) * b * h * w)}
+
+
+class ConsistencyLoss(nn.Module):
+    """``nn.Module`` wrapper of :func:`consistency_loss`.
+
+    Args:
+        pairs: which ordered pairs of the clip (``"all"``, ``"adjacent"``, ``"center"``, an int window, a list).
+        check_motion_boundary: exclude motion boundaries from the computed valid mask.
+
+    ``forward(probs (B,T,C,H,W), flows (B,T,T,2,H,W) or {(p,q): (B,2,H,W)}, valid=None)`` → dict of named terms.
+    """
+
+    def __init__(self, *, pairs: str | int | list[tuple[int, int]] = "all", check_motion_boundary: bool = True):
+        super().__init__()
+        if not isinstance(pairs, list):
+            select_pairs(2, pairs)  # validate the spelling early
+        self.pairs = pairs
+        self.check_motion_boundary = bool(check_motion_boundary)
+
+    def forward(self, probs: Tensor, flows: FlowsArg, valid=None) -> dict[str, Tensor]:
+        if not isinstance(probs, Tensor) or probs.ndim != 5:
+            raise ValueError(f"expected B×T×C×H×W, got {tuple(getattr(probs, 'shape', ()))}")
+        return consistency_loss(probs, flows, valid, pairs=self.pairs,
+                                check_motion_boundary=self.check_motion_boundary)
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs!r}, check_motion_boundary={self.check_motion_boundary}"

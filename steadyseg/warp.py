@@ -1,0 +1,415 @@
+"""Flow warping, occlusion and motion-boundary masks (numpy per frame, torch batched and differentiable).
+
+Conventions (shared by the whole project, see ``ARCHITECTURE.md`` "The measures, exactly"):
+
+- A flow ``F[a→b]`` is a float array of displacements **in pixels** that maps pixel ``x`` of frame ``a`` to
+  ``x + F(x)`` in frame ``b``. Channel 0 is ``dx`` (columns, to the right), channel 1 is ``dy`` (rows, down).
+  numpy flows are ``(H, W, 2)`` float32; torch flows are ``(B, 2, H, W)``.
+- Pixel centres sit at integer coordinates ``0 … W−1`` / ``0 … H−1`` (``align_corners=True`` in torch terms).
+- The backward warp of ``O_p`` into frame ``q`` reads ``O_p`` where each pixel of ``q`` lands in ``p``:
+  ``W(O_p)(x) = O_p(x + F[q→p](x))``. Nearest neighbour for labels (round half to even, as both ``cv2.remap`` and
+  ``torch.grid_sample`` do), bilinear for probabilities and flows. Samples outside the frame read ``fill``
+  (numpy) or 0 (torch); :func:`out_of_frame` flags them so they can be masked out.
+- ``M[p→q]`` (:func:`valid_mask`) is defined on the pixels of frame ``q`` and is True where the target
+  ``x + F[q→p](x)`` is inside frame ``p``, the forward–backward check passes and (optionally) ``x`` is not on a
+  motion boundary of ``F[q→p]``.
+
+Every function takes numpy arrays **or** torch tensors and dispatches on the type; the torch implementations are
+also public with a ``_torch`` suffix. torch versions are batched: flows ``(B, 2, H, W)``, masks ``(B, 1, H, W)``
+bool. torch is imported lazily, so the numpy path never pays for importing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "backward_warp", "out_of_frame", "forward_backward_valid", "motion_boundary", "valid_mask",
+    "backward_warp_torch", "out_of_frame_torch", "forward_backward_valid_torch", "motion_boundary_torch",
+    "valid_mask_torch", "flow_magnitude_sq", "warp_and_valid", "WarpWorkspace",
+]
+
+_MODES = ("nearest", "bilinear")
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+# ----------------------------------------------------------------------------------------------------------- numpy
+def _check_flow_np(flow: np.ndarray, name: str = "flow") -> np.ndarray:
+    flow = np.asarray(flow)
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"{name}: expected an H×W×2 flow (dx, dy) in pixels, got shape {flow.shape}")
+    return flow.astype(np.float32, copy=False)
+
+
+def flow_magnitude_sq(flow: np.ndarray) -> np.ndarray:
+    """``|F|² = u² + v²`` of an (H, W, 2) flow as float32 (H, W)."""
+    u, v = flow[..., 0], flow[..., 1]
+    out = u * u
+    out += v * v
+    return out
+
+
+class WarpWorkspace:
+    """Reusable scratch buffers for the numpy checks on (H, W) frames.
+
+    Allocating fresh multi-megabyte arrays for every pair costs page faults that, on a busy machine, dominate the
+    arithmetic (measured ~2.5× slower at 854×480). :func:`steadyseg.measures.inconsistency` makes one workspace per
+    video and passes it to :func:`warp_and_valid`; arrays returned with a workspace are views of its buffers and
+    are overwritten by the next call that uses it.
+    """
+
+    def __init__(self, height: int, width: int):
+        h, w = int(height), int(width)
+        self.shape = (h, w)
+        self.xs = np.arange(w, dtype=np.float32)[None, :]
+        self.ys = np.arange(h, dtype=np.float32)[:, None]
+        self.map_x = np.empty((h, w), np.float32)
+        self.map_y = np.empty((h, w), np.float32)
+        self.v2a = np.empty((h, w, 2), np.float32)
+        self.v2b = np.empty((h, w, 2), np.float32)
+        self.s1 = np.empty((h, w), np.float32)
+        self.s2 = np.empty((h, w), np.float32)
+        self.s3 = np.empty((h, w), np.float32)
+        self.valid = np.empty((h, w), bool)
+        self.b1 = np.empty((h, w), bool)
+        self.b2 = np.empty((h, w), bool)
+        self._warped: dict[tuple, np.ndarray] = {}
+
+    def warped(self, like: np.ndarray) -> np.ndarray:
+        key = (like.shape, like.dtype.str)
+        buf = self._warped.get(key)
+        if buf is None:
+            buf = self._warped[key] = np.empty(like.shape, like.dtype)
+        return buf
+
+
+class _Geom:
+    """One numpy flow F[q→p] with its absolute sampling maps, computed once and shared by the checks.
+
+    All arithmetic writes into the workspace's buffers (``out=`` / ``dst=``); only the channel sums read strided
+    planes (numpy reductions over a trailing axis of size 2 are slow).
+    """
+
+    __slots__ = ("flow", "ws", "_mag_sq")
+
+    def __init__(self, flow: np.ndarray, name: str = "flow", ws: WarpWorkspace | None = None):
+        self.flow = _check_flow_np(flow, name)
+        h, w = self.flow.shape[:2]
+        if ws is None or ws.shape != (h, w):
+            ws = WarpWorkspace(h, w)
+        self.ws = ws
+        np.add(self.flow[..., 0], ws.xs, out=ws.map_x)
+        np.add(self.flow[..., 1], ws.ys, out=ws.map_y)
+        self._mag_sq = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.ws.shape
+
+    def mag_sq(self) -> np.ndarray:
+        """|F|² in ``ws.s1`` (kept for the life of this object)."""
+        if self._mag_sq is None:
+            self._mag_sq = _channel_sum_sq(self.flow, tmp=self.ws.v2a, out=self.ws.s1)
+        return self._mag_sq
+
+    def out_of_frame(self, out: np.ndarray | None = None) -> np.ndarray:
+        ws = self.ws
+        h, w = ws.shape
+        out = np.less(ws.map_x, 0, out=out)
+        tmp = np.empty_like(out) if out is ws.b2 or out is None else ws.b2
+        out |= np.greater(ws.map_x, w - 1, out=tmp)
+        out |= np.less(ws.map_y, 0, out=tmp)
+        out |= np.greater(ws.map_y, h - 1, out=tmp)
+        return out
+
+    def fb_valid(self, flow_pq: np.ndarray, alpha: float, beta: float, out: np.ndarray | None = None) -> np.ndarray:
+        ws = self.ws
+        flow_pq = _check_flow_np(flow_pq, "flow_p_to_q")
+        if flow_pq.shape != self.flow.shape:
+            raise ValueError(f"forward_backward_valid: flow shapes differ: {self.flow.shape} vs {flow_pq.shape}")
+        mag = self.mag_sq()
+        # F[p→q] read at x + F[q→p](x): bilinear (cv2's 1/32-pixel fixed-point weights); outside the frame it
+        # reads replicated border values, and those pixels are removed separately by the out-of-frame test
+        back = cv2.remap(flow_pq, ws.map_x, ws.map_y, cv2.INTER_LINEAR, dst=ws.v2b,
+                         borderMode=cv2.BORDER_REPLICATE)
+        rhs = _channel_sum_sq(back, tmp=ws.v2a, out=ws.s2)
+        rhs += mag
+        rhs *= alpha
+        rhs += beta
+        np.add(back, self.flow, out=back)  # F[q→p] + F[p→q](x + F[q→p])
+        lhs = _channel_sum_sq(back, tmp=back, out=ws.s3)
+        return np.less(lhs, rhs, out=out)
+
+    def motion_boundary(self, alpha: float, beta: float, out: np.ndarray | None = None) -> np.ndarray:
+        ws = self.ws
+        mag = self.mag_sq()
+        # central differences with replicated borders (half one-sided differences at the image edge)
+        g = cv2.filter2D(self.flow, cv2.CV_32F, _DX_KERNEL, dst=ws.v2a, borderType=cv2.BORDER_REPLICATE)
+        grad_sq = _channel_sum_sq(g, tmp=g, out=ws.s2)
+        g = cv2.filter2D(self.flow, cv2.CV_32F, _DY_KERNEL, dst=ws.v2b, borderType=cv2.BORDER_REPLICATE)
+        grad_sq += _channel_sum_sq(g, tmp=g, out=ws.s3)
+        rhs = np.multiply(mag, np.float32(alpha), out=ws.s3)
+        rhs += beta
+        return np.greater(grad_sq, rhs, out=out)
+
+    def warp(self, src: np.ndarray, mode: str, fill: float, *, reuse: bool = False) -> np.ndarray:
+        interp = cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR
+        dst = self.ws.warped(src) if reuse else None
+        return cv2.remap(src, self.ws.map_x, self.ws.map_y, interp, dst=dst, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=fill)
+
+
+def _channel_sum_sq(a: np.ndarray, *, tmp: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """``a[..., 0]² + a[..., 1]²`` of an (H, W, 2) float32 array (``tmp`` may be ``a`` itself: squares in place)."""
+    sq = np.multiply(a, a, out=tmp)
+    return np.add(sq[..., 0], sq[..., 1], out=out)
+
+
+_DX_KERNEL = np.array([[-0.5, 0.0, 0.5]], dtype=np.float32)
+_DY_KERNEL = _DX_KERNEL.T.copy()
+
+
+def _backward_warp_np(src: np.ndarray, flow: np.ndarray | _Geom, mode: str, fill: float) -> np.ndarray:
+    geom = flow if isinstance(flow, _Geom) else _Geom(flow, "flow_q_to_p")
+    src = np.asarray(src)
+    if src.ndim not in (2, 3) or src.shape[:2] != geom.shape:
+        raise ValueError(f"backward_warp: src must be (H, W) or (H, W, C) with H, W = {geom.shape}, "
+                         f"got {src.shape}")
+    work = src
+    if src.dtype == np.bool_:
+        work = src.astype(np.uint8)
+    elif src.dtype not in (np.uint8, np.int16, np.uint16, np.float32, np.float64):
+        if mode == "bilinear":
+            work = src.astype(np.float32)
+        elif src.size and (src.min() < 0 or src.max() > 65535):
+            raise ValueError(f"backward_warp: labels must be in [0, 65535] for nearest warping, got dtype "
+                             f"{src.dtype} with range [{src.min()}, {src.max()}]")
+        else:
+            work = src.astype(np.uint16)
+    if work.ndim == 3 and work.shape[2] > 4:  # cv2.remap handles at most 4 channels at once
+        out = np.stack([_backward_warp_np(work[..., c], geom, mode, fill) for c in range(work.shape[2])], axis=-1)
+        return out.astype(src.dtype, copy=False)
+    out = geom.warp(work, mode, fill)
+    if out.ndim == 2 and src.ndim == 3:  # cv2 drops a trailing channel axis of size 1
+        out = out[..., None]
+    return out.astype(src.dtype, copy=False)
+
+
+def _out_of_frame_np(flow: np.ndarray) -> np.ndarray:
+    return _Geom(flow).out_of_frame()
+
+
+def _fb_valid_np(flow_qp: np.ndarray, flow_pq: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return _Geom(flow_qp, "flow_q_to_p").fb_valid(flow_pq, alpha, beta)
+
+
+def _motion_boundary_np(flow: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return _Geom(flow).motion_boundary(alpha, beta)
+
+
+def _valid_mask_np(geom: _Geom, flow_pq: np.ndarray, check_motion_boundary: bool, fb_alpha: float,
+                   fb_beta: float, mb_alpha: float, mb_beta: float, *, reuse: bool = False) -> np.ndarray:
+    ws = geom.ws
+    m = geom.fb_valid(flow_pq, fb_alpha, fb_beta, out=ws.valid if reuse else None)
+    bad = geom.out_of_frame(out=ws.b1)
+    m &= np.logical_not(bad, out=bad)
+    if check_motion_boundary:
+        bad = geom.motion_boundary(mb_alpha, mb_beta, out=ws.b1)
+        m &= np.logical_not(bad, out=bad)
+    return m
+
+
+def warp_and_valid(src: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, mode: str = "nearest",
+                   fill: float = 0, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
+                   fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002,
+                   workspace: WarpWorkspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """numpy: ``(backward_warp(src, F[q→p]), valid_mask(F[q→p], F[p→q]))`` sharing the sampling maps (faster).
+
+    With a ``workspace`` (:class:`WarpWorkspace` of the frame size) both results are views of its buffers, valid
+    until the next call with the same workspace; ``src`` must then be a 2-D uint8/uint16/float32 array.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"warp_and_valid: mode must be one of {_MODES}, got {mode!r}")
+    geom = _Geom(flow_q_to_p, "flow_q_to_p", ws=workspace)
+    reuse = workspace is not None and geom.ws is workspace
+    src_a = np.asarray(src)
+    if reuse and src_a.ndim == 2 and src_a.dtype in (np.uint8, np.uint16, np.float32) and src_a.shape == geom.shape:
+        warped = geom.warp(src_a, mode, float(fill), reuse=True)
+    else:
+        warped = _backward_warp_np(src_a, geom, mode, float(fill))
+    return warped, _valid_mask_np(geom, flow_p_to_q, check_motion_boundary, fb_alpha, fb_beta, mb_alpha, mb_beta,
+                                  reuse=reuse)
+
+
+# ----------------------------------------------------------------------------------------------------------- torch
+def _check_flow_torch(flow, name: str = "flow"):
+    if flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(f"{name}: expected a B×2×H×W flow (dx, dy) in pixels, got {tuple(flow.shape)}")
+    return flow
+
+
+def _grid_from_flow(flow):
+    """Normalised ``grid_sample`` grid (B, H, W, 2) for ``align_corners=True`` from a (B, 2, H, W) pixel flow."""
+    import torch
+
+    b, _, h, w = flow.shape
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
+    x = flow[:, 0] + xs
+    y = flow[:, 1] + ys
+    # align_corners=True: -1 ↔ pixel 0, +1 ↔ pixel size-1 (a size-1 axis maps everything to its only pixel)
+    gx = 2.0 * x / max(w - 1, 1) - 1.0
+    gy = 2.0 * y / max(h - 1, 1) - 1.0
+    return torch.stack([gx, gy], dim=-1)
+
+
+def backward_warp_torch(src, flow_q_to_p, *, mode: str = "bilinear"):
+    """Batched, differentiable backward warp ``W(src)(x) = src(x + F[q→p](x))``.
+
+    Args:
+        src: (B, C, H, W) float tensor (probabilities, features or flow) of frame ``p``.
+        flow_q_to_p: (B, 2, H, W) flow from frame ``q`` to frame ``p`` in pixels, channel 0 = dx, 1 = dy.
+        mode: ``"bilinear"`` (differentiable in ``src`` and the flow) or ``"nearest"`` (labels as floats).
+
+    Returns:
+        (B, C, H, W) tensor in frame ``q``; samples outside the frame are 0 (``padding_mode="zeros"``).
+    """
+    import torch.nn.functional as F
+
+    if mode not in _MODES:
+        raise ValueError(f"backward_warp: mode must be one of {_MODES}, got {mode!r}")
+    _check_flow_torch(flow_q_to_p, "flow_q_to_p")
+    if src.ndim != 4 or src.shape[0] != flow_q_to_p.shape[0] or src.shape[2:] != flow_q_to_p.shape[2:]:
+        raise ValueError(f"backward_warp: expected src B×C×H×W matching flow {tuple(flow_q_to_p.shape)}, "
+                         f"got {tuple(src.shape)}")
+    grid = _grid_from_flow(flow_q_to_p.to(src.dtype) if src.is_floating_point() else flow_q_to_p)
+    work = src if src.is_floating_point() else src.to(flow_q_to_p.dtype)
+    out = F.grid_sample(work, grid.to(work.dtype), mode=mode, padding_mode="zeros", align_corners=True)
+    return out if src.is_floating_point() else out.round().to(src.dtype)
+
+
+def out_of_frame_torch(flow):
+    """(B, 1, H, W) bool: True where ``x + F(x)`` falls outside ``[0, W−1] × [0, H−1]``."""
+    import torch
+
+    _check_flow_torch(flow)
+    _, _, h, w = flow.shape
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
+    x = flow[:, 0] + xs
+    y = flow[:, 1] + ys
+    return ((x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)).unsqueeze(1)
+
+
+def forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, *, alpha: float = 0.01, beta: float = 0.5):
+    """(B, 1, H, W) bool forward–backward check on the pixels of frame ``q`` (see :func:`forward_backward_valid`)."""
+    import torch.nn.functional as F
+
+    _check_flow_torch(flow_q_to_p, "flow_q_to_p")
+    _check_flow_torch(flow_p_to_q, "flow_p_to_q")
+    if flow_q_to_p.shape != flow_p_to_q.shape:
+        raise ValueError(f"forward_backward_valid: flow shapes differ: {tuple(flow_q_to_p.shape)} vs "
+                         f"{tuple(flow_p_to_q.shape)}")
+    grid = _grid_from_flow(flow_q_to_p)
+    back = F.grid_sample(flow_p_to_q, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    s = flow_q_to_p + back
+    lhs = (s * s).sum(1, keepdim=True)
+    rhs = alpha * ((flow_q_to_p * flow_q_to_p).sum(1, keepdim=True) + (back * back).sum(1, keepdim=True)) + beta
+    return lhs < rhs
+
+
+def motion_boundary_torch(flow, *, alpha: float = 0.01, beta: float = 0.002):
+    """(B, 1, H, W) bool: ``|∇u|² + |∇v|² > alpha·|F|² + beta`` (central differences, replicated borders)."""
+    import torch.nn.functional as F
+
+    _check_flow_torch(flow)
+    padded = F.pad(flow, (1, 1, 1, 1), mode="replicate")
+    gx = 0.5 * (padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2])
+    gy = 0.5 * (padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1])
+    grad_sq = (gx * gx).sum(1, keepdim=True) + (gy * gy).sum(1, keepdim=True)
+    return grad_sq > alpha * (flow * flow).sum(1, keepdim=True) + beta
+
+
+def valid_mask_torch(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
+                     fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002):
+    """(B, 1, H, W) bool ``M[p→q]`` on the pixels of frame ``q``; computed without gradient (it is a mask)."""
+    import torch
+
+    with torch.no_grad():
+        fq = flow_q_to_p.detach()
+        fp = flow_p_to_q.detach()
+        m = ~out_of_frame_torch(fq) & forward_backward_valid_torch(fq, fp, alpha=fb_alpha, beta=fb_beta)
+        if check_motion_boundary:
+            m &= ~motion_boundary_torch(fq, alpha=mb_alpha, beta=mb_beta)
+    return m
+
+
+# ------------------------------------------------------------------------------------------------- public dispatch
+def backward_warp(src, flow_q_to_p, *, mode: str = "nearest", fill: float = 0):
+    """Backward-warp frame ``p``'s data into frame ``q``: ``W(src)(x) = src(x + F[q→p](x))``.
+
+    numpy: ``src`` (H, W) or (H, W, C) of any numeric/bool dtype, ``flow_q_to_p`` (H, W, 2) float (dx, dy) in
+    pixels; returns the same shape and dtype as ``src``. ``mode="nearest"`` (labels; round half to even) or
+    ``"bilinear"`` (probabilities, flows). Samples whose (rounded, for nearest) position falls outside the frame
+    read ``fill``. Uses ``cv2.remap``.
+
+    torch: ``src`` (B, C, H, W), ``flow_q_to_p`` (B, 2, H, W); see :func:`backward_warp_torch` (``fill`` must be 0).
+    """
+    if mode not in _MODES:
+        raise ValueError(f"backward_warp: mode must be one of {_MODES}, got {mode!r}")
+    if _is_torch(src) or _is_torch(flow_q_to_p):
+        if fill != 0:
+            raise ValueError("backward_warp: the torch version pads with 0 only (fill must be 0)")
+        return backward_warp_torch(src, flow_q_to_p, mode=mode)
+    return _backward_warp_np(src, flow_q_to_p, mode, float(fill))
+
+
+def out_of_frame(flow):
+    """Bool mask, True where the target ``x + F(x)`` lies outside ``[0, W−1] × [0, H−1]`` (continuous coordinates).
+
+    numpy (H, W, 2) → (H, W); torch (B, 2, H, W) → (B, 1, H, W).
+    """
+    return out_of_frame_torch(flow) if _is_torch(flow) else _out_of_frame_np(flow)
+
+
+def forward_backward_valid(flow_q_to_p, flow_p_to_q, *, alpha: float = 0.01, beta: float = 0.5):
+    """Forward–backward consistency on the pixels ``x`` of frame ``q``.
+
+    With ``a = F[q→p](x)`` and ``b = F[p→q](x + a)`` (bilinear read, border replicated), True where
+    ``|a + b|² < alpha·(|a|² + |b|²) + beta``. numpy (H, W, 2) flows → (H, W) bool; torch → (B, 1, H, W).
+    """
+    if _is_torch(flow_q_to_p):
+        return forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, alpha=alpha, beta=beta)
+    return _fb_valid_np(flow_q_to_p, flow_p_to_q, alpha, beta)
+
+
+def motion_boundary(flow, *, alpha: float = 0.01, beta: float = 0.002):
+    """Bool mask, True on motion boundaries: ``|∇u|² + |∇v|² > alpha·|F|² + beta``.
+
+    Gradients are central differences ``(f[i+1] − f[i−1]) / 2`` with replicated borders.
+    numpy (H, W, 2) → (H, W); torch (B, 2, H, W) → (B, 1, H, W).
+    """
+    return motion_boundary_torch(flow, alpha=alpha, beta=beta) if _is_torch(flow) else \
+        _motion_boundary_np(flow, alpha, beta)
+
+
+def valid_mask(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
+               fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002):
+    """``M[p→q]``: the pixels of frame ``q`` whose correspondence in ``p`` can be trusted.
+
+    True where ``x + F[q→p](x)`` is inside the frame, the forward–backward check passes
+    (:func:`forward_backward_valid`) and, if ``check_motion_boundary``, ``x`` is not on a motion boundary of
+    ``F[q→p]`` (:func:`motion_boundary`). numpy (H, W, 2) flows → (H, W) bool; torch (B, 2, H, W) →
+    (B, 1, H, W) bool (no gradient).
+    """
+    if _is_torch(flow_q_to_p):
+        return valid_mask_torch(flow_q_to_p, flow_p_to_q, check_motion_boundary=check_motion_boundary,
+                                fb_alpha=fb_alpha, fb_beta=fb_beta, mb_alpha=mb_alpha, mb_beta=mb_beta)
+    return _valid_mask_np(_Geom(flow_q_to_p, "flow_q_to_p"), flow_p_to_q, check_motion_boundary, fb_alpha,
+                          fb_beta, mb_alpha, mb_beta)

@@ -1,0 +1,255 @@
+"""The inconsistency / smoothness measures: closed-form cases, streaming, synthetic exact flow, real DAVIS data."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from steadyseg.measures import (InconsistencyResult, boundary_count, boundary_map, flicker_map, inconsistency,
+                                median_boundary, smoothness)
+
+H, W = 40, 40
+X0, Y0 = 10, 15
+
+
+def _square(x0, y0=Y0, size=10, h=H, w=W):
+    m = np.zeros((h, w), np.uint8)
+    m[y0:y0 + size, x0:x0 + size] = 1
+    return m
+
+
+class PanFlows:
+    """Whole-frame translation by +1 px in x per frame: F[p→q] = (q − p, 0) everywhere."""
+
+    def __init__(self, h=H, w=W):
+        self.h, self.w = h, w
+        self.calls = 0
+
+    def __call__(self, p, q):
+        self.calls += 1
+        f = np.zeros((self.h, self.w, 2), np.float32)
+        f[..., 0] = q - p
+        return f
+
+
+# ------------------------------------------------------------------------------------------------------ boundary
+@pytest.mark.parametrize("a,b", [(10, 10), (3, 7), (1, 1), (1, 5)])
+def test_boundary_count_rectangle_closed_form(a, b):
+    m = np.zeros((30, 30), np.int32)
+    m[5:5 + a, 8:8 + b] = 3
+    inner = 2 * a + 2 * b - 4 if a > 1 and b > 1 else a * b
+    outer = 2 * a + 2 * b
+    assert boundary_count(m) == inner + outer
+
+
+def test_boundary_count_conventions():
+    assert boundary_count(np.zeros((8, 8), np.uint8)) == 0
+    assert boundary_count(np.full((8, 8), 4, np.uint8)) == 0
+    # touching the image border: the border is not an edge (square in the corner: 2·10−1 inner + 2·10 outer)
+    m = np.zeros((20, 20), np.uint8)
+    m[:10, :10] = 1
+    assert boundary_count(m) == 19 + 20
+    # two labels side by side: the shared edge counts on both sides
+    m = np.zeros((6, 8), np.uint8)
+    m[:, 4:] = 2
+    assert boundary_count(m) == 12
+    # void: a pixel beside void only is not a boundary pixel and void pixels never are
+    m = np.zeros((9, 9), np.uint8)
+    m[4, 4] = 255
+    assert boundary_count(m) == 0
+    # the moving-square frame with a void column to its left (used below): 76 − 8 − 10 = 58
+    m = _square(X0 + 2)
+    m[Y0:Y0 + 10, X0 + 1] = 255
+    assert boundary_count(m) == 58
+    assert boundary_map(m)[Y0, X0 + 2] and not boundary_map(m)[Y0 + 5, X0 + 2]
+    assert median_boundary([_square(3), _square(5, size=2), _square(5, size=4)]) == 28  # 76, 12, 28
+
+
+# ------------------------------------------------------------------------------------------------- inconsistency
+def test_identical_masks_zero():
+    rng = np.random.default_rng(0)
+    m = (rng.random((H, W)) > 0.5).astype(np.uint8)
+    zero = lambda p, q: np.zeros((H, W, 2), np.float32)  # noqa: E731
+    r = inconsistency([m] * 6, zero, window=3)
+    assert isinstance(r, InconsistencyResult)
+    assert r.e_raw == 0.0 and r.e_cons == 0.0
+    assert len(r.per_pair) == 3 + 3 + 3 + 2 + 1
+    assert r.per_frame.shape == (6,) and np.all(r.per_frame == 0)
+
+
+def test_moving_square_exact_flow():
+    flows = PanFlows()
+    consistent = [_square(X0 + t) for t in range(3)]
+    r = inconsistency(consistent, flows, window=1)
+    assert r.e_raw == 0.0 and r.e_cons == 0.0 and r.normalizer == 76
+
+    # frame 1 jittered one pixel to the right. e(0→1): the valid pixels of frame 1 are the 40·39 whose source
+    # x − 1 is inside; warped O_0 is the square at X0+1, O_1 at X0+2: columns X0+1 and X0+11 differ, 20 pixels.
+    # Every direction of pairs (0,1) and (1,2) is the same: e = 20/1560, E_pair = 40/1560 = 1/39.
+    jittered = [_square(X0), _square(X0 + 2), _square(X0 + 2)]
+    r = inconsistency(jittered, flows, window=1)
+    assert r.per_pair[(0, 1)] == pytest.approx(40 / 1560)
+    assert r.per_pair[(1, 2)] == pytest.approx(40 / 1560)
+    assert r.e_raw == pytest.approx(1 / 39)
+    assert r.e_cons == pytest.approx(1 / 39 * H * W / 76)
+    np.testing.assert_allclose(r.per_frame, [1 / 39] * 3)
+    # with K = 2 the pair (0, 2) is consistent (0/1520 in both directions)
+    r2 = inconsistency(jittered, flows, window=2)
+    assert r2.per_pair[(0, 2)] == 0.0
+    assert r2.e_raw == pytest.approx(2 / (3 * 39))
+    np.testing.assert_allclose(r2.per_frame, [1 / 78, 1 / 39, 1 / 78])
+    # the GT-style normaliser: a fixed number, or a reference stack (its median boundary)
+    assert inconsistency(jittered, flows, window=1, normalizer=100).e_cons == pytest.approx(1 / 39 * 1600 / 100)
+    ref = [_square(X0, size=4)] * 3  # boundary 12 + 16 = 28
+    assert inconsistency(jittered, flows, window=1, normalizer=ref).e_cons == pytest.approx(1 / 39 * 1600 / 28)
+
+
+def test_void_is_excluded():
+    # a void column left of the jittered square: in e(0→1) it removes 10 of the 20 differing pixels (and 10 valid
+    # pixels); in e(1→0) the 10 pixels warped from it are removed: each direction 10/1550.
+    flows = PanFlows()
+    m1 = _square(X0 + 2)
+    m1[Y0:Y0 + 10, X0 + 1] = 255
+    r = inconsistency([_square(X0), m1], flows, window=1)
+    assert r.per_pair[(0, 1)] == pytest.approx(20 / 1550)
+
+
+def test_empty_directions_and_nan_normaliser():
+    # flow that sends everything out of the frame: no valid pixel in either direction → pair skipped, NaN
+    far = lambda p, q: np.full((H, W, 2), 100.0 * (q - p), np.float32)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="no frame pair"):
+        r = inconsistency([_square(X0), _square(X0)], far, window=1)
+    assert np.isnan(r.e_raw) and np.isnan(r.per_pair[(0, 1)]) and r.skipped_pairs == 1
+    assert r.skipped_directions == 2
+    # empty masks: E_raw 0 but no boundary → E_cons NaN with a warning
+    empty = [np.zeros((H, W), np.uint8)] * 3
+    with pytest.warns(RuntimeWarning, match="median boundary"):
+        r = inconsistency(empty, PanFlows(), window=1)
+    assert r.e_raw == 0.0 and np.isnan(r.e_cons)
+
+
+def test_streaming_bounded_and_equal_to_list():
+    flows = PanFlows()
+    rng = np.random.default_rng(4)
+    masks = [_square(X0 + t + int(rng.integers(0, 2))) for t in range(12)]
+    seen = []
+
+    def gen():
+        for i, m in enumerate(masks):
+            seen.append(i)
+            yield m
+
+    a = inconsistency(masks, flows, window=3)
+    b = inconsistency(gen(), flows, window=3, progress=True)
+    assert a.e_raw == b.e_raw and a.per_pair == b.per_pair
+    c = inconsistency(masks, flows, window=3, threads=2)   # threaded directions: the same numbers
+    assert c.per_pair == a.per_pair and np.array_equal(c.per_frame, a.per_frame)
+    flows.calls -= 2 * (3 * 12 - 6)
+    assert seen == list(range(12))               # each mask read once, in order
+    assert flows.calls == 2 * 2 * (3 * 12 - 6)   # two flows per unordered pair, both runs
+    d = a.to_dict()
+    assert d["per_pair"]["0-1"] == a.per_pair[(0, 1)] and len(d["per_frame"]) == 12
+
+
+def test_shape_errors():
+    flows = PanFlows()
+    with pytest.raises(ValueError, match="mask 1 has shape"):
+        inconsistency([_square(X0), np.zeros((5, 5), np.uint8)], flows)
+    with pytest.raises(ValueError, match="integer labels"):
+        inconsistency([np.zeros((H, W), np.float32)] * 2, flows)
+    with pytest.raises(ValueError, match="window"):
+        inconsistency([_square(X0)] * 2, flows, window=0)
+    with pytest.raises(ValueError, match="flow"):
+        inconsistency([_square(X0)] * 2, lambda p, q: np.zeros((H, W, 3), np.float32))
+
+
+def test_synthetic_video_exact_flow():
+    from steadyseg.datasets.synthetic import make_moving_shapes_video
+
+    v = make_moving_shapes_video(num_frames=8, height=64, width=80, seed=0, integer_motion=True, flicker_px=2)
+    exact = inconsistency(list(v.labels), v.flows, window=3)
+    flick = inconsistency(list(v.flicker_labels), v.flows, window=3)
+    assert exact.e_raw == 0.0
+    assert flick.e_raw > 0.01
+    fm = flicker_map(v.flicker_labels, v.flows, 4, window=3)
+    assert fm.shape == (64, 80) and fm.dtype == np.float32 and 0 <= fm.min() and fm.max() <= 1
+    assert fm.max() > 0 and np.all(flicker_map(v.labels, v.flows, 4) == 0)
+    # flicker lives near the object boundaries (jitter ≤ 2 px per axis + 1 px radius in each of the two frames)
+    near = cv2.dilate(boundary_map(v.flicker_labels[4]).astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+    assert fm[~near].sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------------- smoothness
+def test_smoothness_closed_form():
+    # static square, frame 2 of 5 shifted right by one pixel. σ = 1: at frame 2, column X0 has class-1 weight
+    # 2(e^-1/2 + e^-2) = 1.48 > 1 (its own frame) → flips; column X0+10 likewise → 20 changed pixels in frame 2,
+    # none elsewhere: mean 4 per frame, median boundary 76.
+    masks = [_square(X0)] * 5
+    masks[2] = _square(X0 + 1)
+    assert smoothness(masks, sigma=1.0) == pytest.approx(4 / 76)
+    onehot = np.stack([np.stack([1 - m, m]).astype(np.float32) for m in masks])  # (T, C, H, W)
+    assert smoothness(onehot, sigma=1.0) == pytest.approx(4 / 76)
+    assert smoothness(iter(masks), sigma=1.0, normalizer=38) == pytest.approx(4 / 38)
+    assert smoothness([_square(X0)] * 4) == 0.0
+    assert smoothness([_square(X0)]) == 0.0
+    with pytest.raises(ValueError, match="sigma"):
+        smoothness(masks, sigma=0)
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(smoothness([np.zeros((H, W), np.uint8)] * 3))
+
+
+def test_smoothness_void_and_multiclass():
+    masks = [_square(X0)] * 5
+    masks[2] = _square(X0 + 1) * 2       # label 2 in frame 2: its pixels flip to 0 or 1 under smoothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = smoothness(masks)
+    # frame 2: its 100 label-2 pixels change, and column X0 (background there) flips to 1 as in the binary case
+    assert s == pytest.approx(110 / 5 / 76)
+    voided = [m.copy() for m in masks]
+    voided[2][:] = 255                              # a fully void frame counts nothing and adds to no class
+    assert smoothness(voided, normalizer=76) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------------ real data
+def _half(img, interp):
+    return cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=interp)
+
+
+SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+
+
+def test_osvos_less_consistent_than_ground_truth(davis2016, davis_osvos):
+    """On the first 15 frames (half resolution, DIS ultrafast) OSVOS flickers more than the ground truth."""
+    from steadyseg.datasets.flow import compute_flow
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.datasets.video import open_video
+
+    t0 = time.perf_counter()
+    n = 15
+    wins = []
+    for seq in SEQUENCES:
+        frames = open_video(davis2016 / "JPEGImages" / "480p" / seq, max_frames=n)
+        gt = open_masks(davis2016 / "Annotations" / "480p" / seq, binary=True)
+        pred = open_masks(davis_osvos / seq, binary=True)
+        small = [_half(frames[i], cv2.INTER_AREA) for i in range(n)]
+        cache: dict = {}
+
+        def flows(p, q):
+            if (p, q) not in cache:
+                cache[(p, q)] = compute_flow(small[p], small[q], backend="dis", preset="ultrafast")
+            return cache[(p, q)]
+
+        gt_small = [_half(gt[i].astype(np.uint8), cv2.INTER_NEAREST) for i in range(n)]
+        pred_small = [_half(pred[i].astype(np.uint8), cv2.INTER_NEAREST) for i in range(n)]
+        r_gt = inconsistency(gt_small, flows, window=3)
+        r_pred = inconsistency(pred_small, flows, window=3, normalizer=gt_small)
+        assert r_gt.e_raw > 0                     # flow errors: the ground truth is never perfectly consistent
+        assert r_pred.normalizer == r_gt.normalizer
+        wins.append(r_pred.e_raw > r_gt.e_raw)
+    assert sum(wins) >= 6, f"OSVOS more inconsistent than GT on only {sum(wins)} of 8 sequences"
+    assert time.perf_counter() - t0 < 60

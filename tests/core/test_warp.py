@@ -1,0 +1,168 @@
+"""Warping, occlusion and motion-boundary masks: closed-form cases and numpy/torch agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steadyseg.warp import (backward_warp, backward_warp_torch, forward_backward_valid, motion_boundary,
+                            out_of_frame, valid_mask, warp_and_valid)
+
+
+def _const_flow(h, w, dx, dy):
+    f = np.zeros((h, w, 2), np.float32)
+    f[..., 0] = dx
+    f[..., 1] = dy
+    return f
+
+
+def _t(flow):  # (H, W, 2) -> (1, 2, H, W)
+    return torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1)[None]
+
+
+def test_zero_flow_is_identity():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, (13, 17)).astype(np.uint8)
+    probs = rng.random((13, 17, 3)).astype(np.float32)
+    z = _const_flow(13, 17, 0, 0)
+    assert np.array_equal(backward_warp(labels, z), labels)
+    np.testing.assert_allclose(backward_warp(probs, z, mode="bilinear"), probs, atol=1e-6)
+    tp = torch.from_numpy(probs).permute(2, 0, 1)[None]
+    torch.testing.assert_close(backward_warp_torch(tp, _t(z)), tp)
+    assert not out_of_frame(z).any()
+    assert valid_mask(z, z).all()
+
+
+@pytest.mark.parametrize("dx,dy", [(2, 0), (0, -3), (1, 1), (-4, 2)])
+def test_integer_shift_equals_roll(dx, dy):
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 9, (20, 24)).astype(np.int32)
+    f = _const_flow(20, 24, dx, dy)
+    out = backward_warp(src, f, mode="nearest", fill=255)
+    # W(src)(y, x) = src(y + dy, x + dx)  ==  np.roll by (-dy, -dx) away from the wrapped border
+    rolled = np.roll(src, (-dy, -dx), axis=(0, 1))
+    inside = ~out_of_frame(f)
+    assert np.array_equal(out[inside], rolled[inside])
+    assert (out[~inside] == 255).all()
+    assert inside.sum() == (20 - abs(dy)) * (24 - abs(dx))
+    # the torch version agrees, bilinear too (integer shift: no interpolation)
+    ft = _t(f)
+    srct = torch.from_numpy(src.astype(np.float32))[None, None]
+    for mode in ("nearest", "bilinear"):
+        wt = backward_warp_torch(srct, ft, mode=mode)[0, 0].numpy()
+        # (grid_sample's coordinate normalisation costs a few ulps in bilinear weights)
+        np.testing.assert_allclose(wt[inside], rolled[inside].astype(np.float32), atol=1e-4)
+        assert np.abs(wt[~inside]).max() < 1e-4
+
+
+def test_bilinear_half_pixel():
+    src = np.array([[0.0, 2.0, 4.0, 6.0]] * 3, np.float32)
+    f = _const_flow(3, 4, 0.5, 0)
+    out = backward_warp(src, f, mode="bilinear")
+    np.testing.assert_allclose(out[:, :3], [[1.0, 3.0, 5.0]] * 3, atol=1e-6)
+    wt = backward_warp_torch(torch.from_numpy(src)[None, None], _t(f), mode="bilinear")[0, 0].numpy()
+    np.testing.assert_allclose(wt[:, :3], [[1.0, 3.0, 5.0]] * 3, atol=1e-6)
+
+
+def test_out_of_frame_boundaries():
+    f = _const_flow(5, 6, 1.0, 0)
+    oof = out_of_frame(f)
+    assert oof[:, -1].all() and not oof[:, :-1].any()   # x = 5 + 1 = 6 > W-1
+    f = _const_flow(5, 6, 0, -0.25)
+    assert out_of_frame(f)[0].all() and not out_of_frame(f)[1:].any()
+
+
+def test_forward_backward_flags_synthetic_occluder():
+    """A 10×10 occluder moves right by 4 px over a static background (frame p → frame q)."""
+    h, w = 40, 40
+    occ_p = np.zeros((h, w), bool)
+    occ_p[15:25, 10:20] = True
+    occ_q = np.roll(occ_p, 4, axis=1)
+    f_pq = np.zeros((h, w, 2), np.float32)
+    f_pq[occ_p, 0] = 4.0           # occluder pixels of p move by +4
+    f_qp = np.zeros((h, w, 2), np.float32)
+    f_qp[occ_q, 0] = -4.0          # occluder pixels of q come from 4 px to the left
+    fb = forward_backward_valid(f_qp, f_pq)
+    # background of q that was under the occluder in p (columns 10..13 of its rows) is disoccluded: flow q→p is 0
+    # there but flow p→q at the same place is +4 → |0 + 4|² = 16 ≥ 0.01·16 + 0.5 → invalid
+    disoccluded = occ_p & ~occ_q
+    assert not fb[disoccluded].any()
+    assert disoccluded.sum() == 10 * 4
+    # everything else is consistent (occluder: -4 + 4 = 0; static background: 0 + 0)
+    assert fb[~disoccluded].all()
+    # the motion boundary test flags the occluder's left/right edges of the flow q→p
+    mb = motion_boundary(f_qp)
+    assert mb[20, 13] and mb[20, 14] and mb[20, 23] and mb[20, 24]
+    assert not mb[20, 18] and not mb[5, 5]
+    m = valid_mask(f_qp, f_pq)
+    assert not m[disoccluded].any() and not m[mb].any()
+    assert m.sum() == (~disoccluded & ~mb & ~out_of_frame(f_qp)).sum()
+
+
+def test_fb_threshold_closed_form():
+    # constant flows a (q→p) and b (p→q): |a+b|² < 0.01(|a|²+|b|²) + 0.5
+    h, w = 8, 8
+    a = _const_flow(h, w, 0.0, 0.0)
+    assert forward_backward_valid(a, _const_flow(h, w, 0.7, 0)).all()     # 0.49 < 0.0049 + 0.5
+    assert not forward_backward_valid(a, _const_flow(h, w, 0.72, 0)).any()  # 0.5184 ≥ 0.505
+    # motion boundary: a flow ramp u = g·x has |∇u|² = g² (central differences) in the interior
+    ramp = np.zeros((h, w, 2), np.float32)
+    ramp[..., 0] = 0.05 * np.arange(w)   # g² = 0.0025 > 0.01|F|² + 0.002 where |F|² < 0.05 → u < 0.2236
+    mb = motion_boundary(ramp)
+    assert mb[4, 1] and mb[4, 4] and not mb[4, 5]   # u = 0.05, 0.2 flagged; 0.25 is not
+
+
+def test_numpy_and_torch_agree_on_random_flow():
+    rng = np.random.default_rng(3)
+    h, w = 24, 32
+    y, x = np.mgrid[0:h, 0:w]
+    f1 = np.stack([1.3 + 0.6 * np.sin(x / 5.0), -0.7 + 0.4 * np.cos(y / 4.0)], -1).astype(np.float32)
+    f2 = (-f1 + rng.normal(0, 0.3, f1.shape)).astype(np.float32)
+    lab = rng.integers(0, 4, (h, w)).astype(np.uint8)
+    w_np, m_np = warp_and_valid(lab, f1, f2)
+    w_t = backward_warp_torch(torch.from_numpy(lab.astype(np.float32))[None, None], _t(f1), mode="nearest")
+    assert np.array_equal(w_np, w_t[0, 0].numpy().astype(np.uint8))
+    m_t = valid_mask(_t(f1), _t(f2))
+    assert m_t.shape == (1, 1, h, w) and m_t.dtype == torch.bool
+    # numpy bilinear uses cv2's 1/32-px fixed-point weights; masks agree except at threshold ties
+    assert (m_np != m_t[0, 0].numpy()).mean() < 0.01
+    for fn in (out_of_frame, motion_boundary):
+        assert np.array_equal(fn(f1), fn(_t(f1))[0, 0].numpy())
+    probs = rng.random((h, w, 3)).astype(np.float32)
+    b_np = backward_warp(probs, f1, mode="bilinear")
+    b_t = backward_warp_torch(torch.from_numpy(probs).permute(2, 0, 1)[None], _t(f1))[0].permute(1, 2, 0).numpy()
+    inside = ~out_of_frame(f1)
+    assert np.abs(b_np - b_t)[inside].max() < 1.0 / 32 + 1e-4
+
+
+def test_batched_torch_shapes_and_errors():
+    f = torch.zeros(3, 2, 9, 11)
+    src = torch.rand(3, 5, 9, 11)
+    assert backward_warp(src, f).shape == (3, 5, 9, 11)
+    assert valid_mask(f, f).shape == (3, 1, 9, 11)
+    with pytest.raises(ValueError, match="B×2×H×W"):
+        backward_warp_torch(src, torch.zeros(3, 3, 9, 11))
+    with pytest.raises(ValueError, match="H×W×2"):
+        backward_warp(np.zeros((4, 4)), np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="mode"):
+        backward_warp(np.zeros((4, 4)), np.zeros((4, 4, 2)), mode="cubic")
+    many = np.random.default_rng(0).random((6, 7, 9)).astype(np.float32)  # > 4 channels path
+    assert np.array_equal(backward_warp(many, np.zeros((6, 7, 2), np.float32), mode="nearest"), many)
+
+
+def test_workspace_reuse_gives_the_same_results():
+    from steadyseg.warp import WarpWorkspace
+
+    rng = np.random.default_rng(5)
+    h, w = 30, 36
+    ws = WarpWorkspace(h, w)
+    for _ in range(3):  # successive calls overwrite the buffers; each result must match a fresh computation
+        f1 = rng.normal(0, 2, (h, w, 2)).astype(np.float32)
+        f2 = rng.normal(0, 2, (h, w, 2)).astype(np.float32)
+        lab = rng.integers(0, 5, (h, w)).astype(np.uint8)
+        w_ref, m_ref = warp_and_valid(lab, f1, f2)
+        w_ws, m_ws = warp_and_valid(lab, f1, f2, workspace=ws)
+        assert np.array_equal(w_ref, w_ws) and np.array_equal(m_ref, m_ws)
+        assert np.array_equal(m_ref, valid_mask(f1, f2)) and np.array_equal(w_ref, backward_warp(lab, f1))
+        assert np.array_equal(m_ref, ~out_of_frame(f1) & forward_backward_valid(f1, f2) & ~motion_boundary(f1))
