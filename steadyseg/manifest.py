@@ -1,0 +1,236 @@
+"""``steadyseg run manifests/<name>.yaml``: YAML job specs for dataset variants (and, later, training runs).
+
+A manifest names its ``kind``, and each kind has a schema (allowed keys, types, which values are paths) and a
+runner. Unknown keys are rejected with the key and the file named; paths may use ``${VAR}`` or
+``${VAR:-default}`` and are resolved relative to the manifest's folder. Kinds register in ``KINDS``
+(``kind -> (schema, runner)``); a later stage adds e.g. ``"train-teacher"`` next to ``"refine-coco"``.
+
+``kind: refine-coco`` (runs :func:`steadyseg.refine.coco_refine.refine_coco`)::
+
+    kind: refine-coco
+    name: coco2017-val-cascadepsp            # required, a label for records
+    description: free text                   # optional
+    source:                                  # required
+      annotations: ${COCO_ROOT}/annotations/instances_val2017.json
+      images: ${COCO_ROOT}/val2017
+    refiner:                                 # required
+      name: cascadepsp                       # guided | cascadepsp | identity
+      checkpoint: ${CASCADEPSP_CHECKPOINT}   # cascadepsp only
+      params: {l_max: 900, max_upscale: 2.0} # keyword arguments of the refiner's builder (optional)
+    parameters:                              # optional, refine_coco's keyword arguments
+      context: 0.25
+      context_min: 8
+      threshold: 0.5
+      guard: keep-original                   # or flag-only
+      min_area_ratio: 0.5
+      shard_size: 64
+    execution:                               # optional; command-line flags override
+      workers: 2
+      scheduler: null                        # tcp://host:8786 for a Dask cluster
+      strict: false
+    output: ${STEADYSEG_OUT:-../out}/coco2017-val-cascadepsp
+
+Python::
+
+    from steadyseg.manifest import load_manifest, run_manifest
+    job = load_manifest("manifests/coco-val2017-80-guided.yaml")   # validated, paths resolved
+    record = run_manifest(job, resume=True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ManifestError(ValueError):
+    """An invalid manifest; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One manifest key: its Python type(s), whether it is required, whether it is a path, nested schema."""
+
+    types: tuple[type, ...] = (str,)
+    required: bool = False
+    path: bool = False
+    children: dict[str, "Field"] | None = None
+    choices: tuple[Any, ...] | None = None
+    free_mapping: bool = False  # a dict of arbitrary keys (e.g. refiner params, checked by the builder)
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: ``kind``, the resolved ``spec`` (paths absolute) and the ``source`` file."""
+
+    kind: str
+    spec: dict[str, Any]
+    source: Path
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+_NUM = (int, float)
+REFINE_COCO_SCHEMA: dict[str, Field] = {
+    "kind": Field(required=True),
+    "name": Field(required=True),
+    "description": Field(),
+    "source": Field(types=(dict,), required=True, children={
+        "annotations": Field(required=True, path=True),
+        "images": Field(required=True, path=True),
+    }),
+    "refiner": Field(types=(dict,), required=True, children={
+        "name": Field(required=True, choices=("guided", "cascadepsp", "identity")),
+        "checkpoint": Field(types=(str, type(None)), path=True),
+        "params": Field(types=(dict,), free_mapping=True),
+    }),
+    "parameters": Field(types=(dict,), children={
+        "context": Field(types=_NUM),
+        "context_min": Field(types=(int,)),
+        "threshold": Field(types=_NUM),
+        "guard": Field(choices=("keep-original", "flag-only")),
+        "min_area_ratio": Field(types=_NUM),
+        "shard_size": Field(types=(int,)),
+    }),
+    "execution": Field(types=(dict,), children={
+        "workers": Field(types=(int,)),
+        "scheduler": Field(types=(str, type(None))),
+        "strict": Field(types=(bool,)),
+    }),
+    "output": Field(required=True, path=True),
+}
+
+
+def _expand(value: str, *, where: str) -> str:
+    def sub(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in os.environ and os.environ[var] != "":
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise ManifestError(f"{where}: environment variable ${{{var}}} is not set "
+                            f"(set it, or write ${{{var}:-default}})")
+    return _ENV.sub(sub, value)
+
+
+def _validate(node: Any, schema: dict[str, Field], *, path: Path, prefix: str) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        raise ManifestError(f"{path}: {prefix or 'the manifest'} must be a mapping, got {type(node).__name__}")
+    unknown = [k for k in node if k not in schema]
+    if unknown:
+        raise ManifestError(f"{path}: unknown key {prefix + str(unknown[0])!r}; allowed here: {sorted(schema)}")
+    out: dict[str, Any] = {}
+    for key, f in schema.items():
+        where = f"{path}: key {prefix + key!r}"
+        if key not in node:
+            if f.required:
+                raise ManifestError(f"{where} is required")
+            continue
+        value = node[key]
+        if isinstance(value, bool) and bool not in f.types:
+            raise ManifestError(f"{where} must be {'/'.join(t.__name__ for t in f.types)}, got a boolean")
+        if not isinstance(value, f.types):
+            raise ManifestError(f"{where} must be {'/'.join(t.__name__ for t in f.types)}, "
+                                f"got {type(value).__name__} {value!r}")
+        if isinstance(value, str):
+            value = _expand(value, where=where)
+        if f.choices is not None and value not in f.choices:
+            raise ManifestError(f"{where} must be one of {list(f.choices)}, got {value!r}")
+        if f.path and isinstance(value, str):
+            p = Path(value).expanduser()
+            value = str((p if p.is_absolute() else path.parent / p).resolve())
+        if f.children is not None:
+            value = _validate(value, f.children, path=path, prefix=f"{prefix}{key}.")
+        elif f.free_mapping:
+            bad = [k for k in value if not isinstance(k, str)]
+            if bad:
+                raise ManifestError(f"{where} keys must be strings, got {bad[0]!r}")
+            value = {k: _expand(v, where=f"{where}.{k}") if isinstance(v, str) else v for k, v in value.items()}
+        out[key] = value
+    return out
+
+
+def _run_refine_coco(job: Manifest, *, resume: bool | None = None, workers: int | None = None,
+                     scheduler: str | None = None, progress: bool = True) -> dict[str, Any]:
+    from steadyseg.refine.coco_refine import refine_coco
+
+    s = job.spec
+    execution = dict(s.get("execution", {}))
+    for key, value in (("workers", workers), ("scheduler", scheduler)):
+        if value is not None:
+            execution[key] = value
+    refiner = s["refiner"]
+    return refine_coco(s["source"]["annotations"], s["source"]["images"], s["output"], refiner=refiner["name"],
+                       refiner_kwargs=refiner.get("params") or None, checkpoint=refiner.get("checkpoint"),
+                       resume=bool(resume), progress=progress, **s.get("parameters", {}), **execution)
+
+
+# kind -> (schema, runner(job, *, resume, workers, scheduler, progress) -> record)
+KINDS: dict[str, tuple[dict[str, Field], Callable[..., dict[str, Any]]]] = {
+    "refine-coco": (REFINE_COCO_SCHEMA, _run_refine_coco),
+}
+
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """Read, validate and resolve a manifest (env vars expanded, paths absolute); ``ManifestError`` if invalid."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: a manifest must be a YAML mapping with a 'kind' key")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ManifestError(f"{path}: key 'kind' must be one of {sorted(KINDS)}, got {kind!r}")
+    spec = _validate(raw, KINDS[kind][0], path=path.resolve(), prefix="")
+    return Manifest(kind=kind, spec=spec, source=path.resolve(), raw=raw)
+
+
+def run_manifest(job: Manifest | str | os.PathLike, *, resume: bool | None = None, workers: int | None = None,
+                 scheduler: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run a manifest's job; the manifest (as written and resolved) is saved beside the outputs."""
+    from steadyseg import files
+
+    if not isinstance(job, Manifest):
+        job = load_manifest(job)
+    record = KINDS[job.kind][1](job, resume=resume, workers=workers, scheduler=scheduler, progress=progress)
+    out = job.spec.get("output")
+    if out is not None:
+        files.save_resolved_config(out, {"manifest": str(job.source), "kind": job.kind, "as_written": job.raw,
+                                         "resolved": job.spec}, name="manifest.yaml")
+    return record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, help="a YAML manifest, e.g. manifests/coco-val2017-80-guided.yaml")
+    parser.add_argument("--resume", action="store_true", default=None, help="continue a killed run")
+    parser.add_argument("--workers", type=int, default=None, help="override execution.workers")
+    parser.add_argument("--scheduler", default=None, help="override execution.scheduler (Dask address)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved job, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    import yaml
+
+    job = load_manifest(args.manifest)
+    if args.dry_run:
+        print(f"# {job.source} (kind {job.kind}), resolved:")
+        print(yaml.safe_dump(job.spec, sort_keys=False), end="")
+        return 0
+    record = run_manifest(job, resume=args.resume, workers=args.workers, scheduler=args.scheduler,
+                          progress=not args.no_progress)
+    counts = record.get("counts", {})
+    print(f"run {job.spec.get('name')}: {counts}")
+    print(f"  outputs in {job.spec.get('output')}")
+    return 0
