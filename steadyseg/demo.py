@@ -60,7 +60,7 @@ def run_demo(out: Path, *, seed: int = 0, num_frames: int = 24, curation: bool =
          ["refine-coco", "--annotations", str(coco["instances"]), "--images", str(coco["images"]),
           "--out", str(refined), "--refiner", "guided", "--workers", "1"], log)
     _run("evaluate the refinement against the exact masks",
-         ["refine-eval", "--reference", str(coco["true_instances"]), "--original", str(coco["instances"]),
+         ["refine-eval", "--reference", str(coco["instances_true"]), "--original", str(coco["instances"]),
           "--refined", str(refined / "instances.json"), "--json", str(out / "refine-eval.json")], log)
 
     if curation and importlib.util.find_spec("fiftyone") is not None:
@@ -73,7 +73,7 @@ def run_demo(out: Path, *, seed: int = 0, num_frames: int = 24, curation: bool =
     cache = out / "flow-cache"
     _run("optical flow (DIS) into the cache", ["flow", "--frames", str(vid["frames"]), "--cache", str(cache)], log)
     _run("measure the flickering per-frame model",
-         ["measure", "--frames", str(vid["frames"]), "--masks", str(vid["predictions"]), "--gt", str(vid["masks"]),
+         ["measure", "--frames", str(vid["frames"]), "--masks", str(vid["predictions"]), "--gt", str(vid["annotations"]),
           "--cache", str(cache), "--json", str(out / "measure-raw.json"), "--plot", str(out / "measure-raw.png")], log)
     _run("3D weighted guided filter",
          ["postprocess", "wgf", "--frames", str(vid["frames"]), "--masks", str(vid["predictions"]),
@@ -84,9 +84,9 @@ def run_demo(out: Path, *, seed: int = 0, num_frames: int = 24, curation: bool =
     for name in ("wgf3d", "gauss"):
         _run(f"measure after {name}",
              ["measure", "--frames", str(vid["frames"]), "--masks", str(out / f"masks-{name}"), "--gt",
-              str(vid["masks"]), "--cache", str(cache), "--json", str(out / f"measure-{name}.json")], log)
+              str(vid["annotations"]), "--cache", str(cache), "--json", str(out / f"measure-{name}.json")], log)
     _run("user-study qualification grid",
-         ["study", "make-grid", "--frames", str(vid["frames"]), "--masks", str(vid["masks"]),
+         ["study", "make-grid", "--frames", str(vid["frames"]), "--masks", str(vid["annotations"]),
           "--out", str(out / "study-grid")], log)
 
     summary = {}
