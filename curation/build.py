@@ -1,0 +1,426 @@
+"""Build (or update) a persistent FiftyOne dataset that puts original and refined COCO instance masks side by side.
+
+One sample per COCO image; two label fields of instance ``Detections`` with masks:
+
+- ``ground_truth``: the original annotations (never modified by any steadyseg step), attributes ``coco_id``,
+  ``category_id``, ``iscrowd``, ``area`` (COCO's), ``coco_bbox`` (COCO ``[x, y, w, h]`` pixels), ``mask_area``
+  (pixels of the stored mask), ``removed`` (absent from the refined file) and ``vanished`` (the refined mask is
+  empty, or the refinement guard reported it vanished);
+- ``refined``: the refined annotations with the same ``coco_id``/``category_id``/``iscrowd``, ``area``,
+  ``coco_bbox``, ``mask_area`` and the change metrics of :mod:`steadyseg.curation.metrics` (``iou``,
+  ``area_ratio``, ``boundary_f``, ``centroid_shift``), ``original_area`` (pixels), ``guard`` (None, "vanished" or
+  "shrunk"), ``kept_original`` (the guard put the original back), ``status`` ("refined", "skipped", "error") and
+  ``refiner``.
+
+Masks are stored the FiftyOne way: the ``bool`` crop of the full-image mask inside ``bounding_box``, with the
+box on integer pixel edges (``[x0/W, y0/H, w/W, h/H]``), so :func:`detection_to_full_mask` gives back the exact
+full-image mask. Per-sample summaries: ``n_original``, ``n_refined``, ``n_removed``, ``n_vanished``, ``n_changed``
+(IoU below ``change_threshold``), ``n_guard``, ``min_iou``, ``mean_iou``, ``min_boundary_f``,
+``max_centroid_shift``.
+
+Ingest is parallel: worker processes (joblib/loky) decode, compare and insert their own batches of samples into the
+same database; the main process declares the schema first so the workers never race on it. Rebuilding an existing
+dataset keeps the review (label tags on ``ground_truth``/``refined``, matched by ``coco_id``; sample tags matched by
+image id).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import math
+import os
+import random
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steadyseg.curation.env import require_fiftyone
+from steadyseg.curation.metrics import davis_tolerance, instance_change_metrics, mask_bbox
+
+GT_FIELD = "ground_truth"
+REFINED_FIELD = "refined"
+DEFAULT_CHANGE_THRESHOLD = 0.9
+INFO_KEY = "steadyseg"
+
+# Embedded attributes declared up front (so parallel writers never change the schema concurrently).
+_COMMON_ATTRS = {"coco_id": "int", "category_id": "int", "iscrowd": "bool", "area": "float",
+                 "coco_bbox": "list", "mask_area": "int"}
+GT_ATTRS = {**_COMMON_ATTRS, "removed": "bool", "vanished": "bool"}
+REFINED_ATTRS = {**_COMMON_ATTRS, "iou": "float", "area_ratio": "float", "boundary_f": "float",
+                 "centroid_shift": "float", "original_area": "int", "guard": "str", "kept_original": "bool",
+                 "status": "str", "refiner": "str", "error": "str"}
+SAMPLE_FIELDS = {"coco_image_id": "int", "coco_image": "dict", "n_original": "int", "n_refined": "int",
+                 "n_removed": "int", "n_vanished": "int", "n_changed": "int", "n_guard": "int",
+                 "min_iou": "float", "mean_iou": "float", "min_boundary_f": "float", "max_centroid_shift": "float"}
+
+
+# ----------------------------------------------------------------------------------------------------- masks
+
+def crop_mask(mask: np.ndarray, box: tuple[int, int, int, int] | None = None) -> tuple[list[float], np.ndarray] | None:
+    """Full ``(H, W)`` bool mask → (FiftyOne relative box ``[x, y, w, h]`` on pixel edges, bool crop); None if empty.
+
+    ``box`` is the mask's tight ``(y0, y1, x0, x1)`` when already known (:func:`~steadyseg.curation.metrics.mask_bbox`).
+    """
+    h, w = mask.shape
+    box = mask_bbox(mask) if box is None else box
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    return [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h], np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool)
+
+
+def box_to_pixels(bounding_box: list[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """Relative ``[x, y, w, h]`` written by :func:`crop_mask` → integer ``(x0, y0, x1, y1)`` pixel edges."""
+    x, y, bw, bh = bounding_box
+    x0, y0 = int(round(x * width)), int(round(y * height))
+    x1, y1 = int(round((x + bw) * width)), int(round((y + bh) * height))
+    return x0, y0, x1, y1
+
+
+def detection_to_full_mask(bounding_box: list[float] | None, mask: np.ndarray | None, height: int,
+                           width: int) -> np.ndarray:
+    """Rebuild the ``(H, W)`` bool full-image mask of a stored detection (all False when it has no mask)."""
+    full = np.zeros((height, width), dtype=bool)
+    if mask is None or bounding_box is None:
+        return full
+    x0, y0, x1, y1 = box_to_pixels(bounding_box, height, width)
+    crop = np.asarray(mask).astype(bool)
+    if crop.shape != (y1 - y0, x1 - x0):
+        # Boxes from other tools (not on pixel edges): resize the crop like FiftyOne's own renderer does.
+        import cv2
+
+        crop = cv2.resize(crop.astype(np.uint8), (max(x1 - x0, 1), max(y1 - y0, 1)),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        crop = crop[: y1 - y0, : x1 - x0]
+    full[y0:y1, x0:x1] = crop[: height - y0, : width - x0]
+    return full
+
+
+# ------------------------------------------------------------------------------------------------ the inputs
+
+def _index_annotations(data: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in data["annotations"]:
+        per_image[int(ann["image_id"])].append(ann)
+    return per_image
+
+
+def check_pair(original: dict[str, Any], refined: dict[str, Any], *, original_path: str = "original",
+               refined_path: str = "refined") -> None:
+    """Raise ``ValueError`` naming the file when the refined COCO file does not match the original one."""
+    orig_images = {int(im["id"]) for im in original["images"]}
+    extra_images = {int(im["id"]) for im in refined["images"]} - orig_images
+    if extra_images:
+        raise ValueError(f"{refined_path}: {len(extra_images)} image ids not in {original_path} "
+                         f"(e.g. {sorted(extra_images)[:3]}); refine the same COCO file")
+    orig_ids = {int(a["id"]): a for a in original["annotations"]}
+    for ann in refined["annotations"]:
+        src = orig_ids.get(int(ann["id"]))
+        if src is None:
+            raise ValueError(f"{refined_path}: annotation id {ann['id']} is not in {original_path}; "
+                             "a refined file must keep the original annotation ids")
+        if int(src["image_id"]) != int(ann["image_id"]):
+            raise ValueError(f"{refined_path}: annotation {ann['id']} moved from image {src['image_id']} "
+                             f"to {ann['image_id']}")
+
+
+def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_anns: dict[int, dict[str, Any]],
+                   categories: dict[int, str], *, images_dir: str, boundary_tolerance: int | None,
+                   change_threshold: float) -> dict[str, Any]:
+    """Everything one sample needs, as plain Python/numpy (computed in worker processes)."""
+    from steadyseg.datasets.coco import rle_bbox, rle_to_mask, segmentation_to_rle
+
+    def decode(ann: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+        """Full (H, W) bool mask and its tight (y0, y1, x0, x1) box, the box read from the RLE (no scan)."""
+        rle = segmentation_to_rle(ann.get("segmentation"), h, w, ann_id=ann.get("id"))
+        x, y, bw, bh = (int(round(v)) for v in rle_bbox(rle))
+        return rle_to_mask(rle), ((y, y + bh, x, x + bw) if bw > 0 and bh > 0 else None)
+
+    h, w = int(image["height"]), int(image["width"])
+    tol = davis_tolerance(h, w) if boundary_tolerance is None else int(boundary_tolerance)
+    gts, refs = [], []
+    for ann in orig_anns:
+        ann_id = int(ann["id"])
+        label = categories.get(int(ann["category_id"]))
+        if label is None:
+            raise ValueError(f"annotation {ann_id}: category_id {ann['category_id']} not in the categories")
+        o_mask, o_box = decode(ann)
+        common = {"label": label, "coco_id": ann_id, "category_id": int(ann["category_id"]),
+                  "iscrowd": bool(ann.get("iscrowd", 0))}
+        crop = crop_mask(o_mask, o_box)
+        o_area = int(np.count_nonzero(crop[1])) if crop is not None else 0
+        gt = {**common, "area": float(ann.get("area", o_area)),
+              "coco_bbox": [float(v) for v in ann.get("bbox", [])], "mask_area": o_area,
+              "removed": False, "vanished": False}
+        gt["bounding_box"], gt["mask"] = crop if crop is not None else ([0.0, 0.0, 0.0, 0.0], None)
+        ref = ref_anns.get(ann_id)
+        if ref is None:
+            gt["removed"] = True
+            gts.append(gt)
+            continue
+        record = ref.get("refine") if isinstance(ref.get("refine"), dict) else {}
+        r_mask, r_box = decode(ref) if ref.get("segmentation") is not None else (np.zeros((h, w), bool), None)
+        m = instance_change_metrics(o_mask, r_mask, boundary_tolerance=tol, boxes=(o_box, r_box))
+        guard = record.get("guard")
+        status = "skipped" if "skipped" in record else "error" if "error" in record else "refined"
+        r = {**common, "area": float(ref.get("area", m["area_refined"])),
+             "coco_bbox": [float(v) for v in ref.get("bbox", [])], "mask_area": m["area_refined"],
+             "iou": m["iou"], "area_ratio": m["area_ratio"], "boundary_f": m["boundary_f"],
+             "centroid_shift": m["centroid_shift"], "original_area": m["area_original"],
+             "guard": guard if isinstance(guard, str) else None,
+             "kept_original": bool(record.get("kept_original", False)),
+             "status": status, "refiner": record.get("refiner"),
+             "error": str(record["error"]) if "error" in record else None}
+        crop = crop_mask(r_mask, r_box)
+        r["bounding_box"], r["mask"] = crop if crop is not None else ([0.0, 0.0, 0.0, 0.0], None)
+        gt["vanished"] = m["area_refined"] == 0 or r["guard"] == "vanished"
+        gts.append(gt)
+        refs.append(r)
+    ious = [r["iou"] for r in refs]
+    bfs = [r["boundary_f"] for r in refs]
+    shifts = [r["centroid_shift"] for r in refs if not math.isnan(r["centroid_shift"])]
+    extra = {k: v for k, v in image.items() if k != "id"}
+    return {
+        "filepath": str(Path(images_dir) / image["file_name"]),
+        "width": w, "height": h,
+        "coco_image_id": int(image["id"]), "coco_image": extra,
+        "ground_truth": gts, "refined": refs,
+        "n_original": len(gts), "n_refined": len(refs),
+        "n_removed": sum(g["removed"] for g in gts), "n_vanished": sum(g["vanished"] for g in gts),
+        "n_changed": sum(i < change_threshold for i in ious), "n_guard": sum(r["guard"] is not None for r in refs),
+        "min_iou": min(ious) if ious else None, "mean_iou": float(np.mean(ious)) if ious else None,
+        "min_boundary_f": min(bfs) if bfs else None,
+        "max_centroid_shift": max(shifts) if shifts else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- to FiftyOne
+
+def _payload_to_sample(fo, p: dict[str, Any], tags: dict[str, Any]):
+    def dets(items: list[dict[str, Any]], field: str):
+        out = []
+        for d in items:
+            kw = {k: v for k, v in d.items() if k != "mask" or v is not None}
+            label_tags = tags.get(field, {}).get(d["coco_id"])
+            out.append(fo.Detection(**kw, tags=list(label_tags) if label_tags else []))
+        return fo.Detections(detections=out)
+
+    sample = fo.Sample(filepath=p["filepath"], tags=list(tags.get("sample", {}).get(p["coco_image_id"], [])))
+    sample["metadata"] = fo.ImageMetadata(width=p["width"], height=p["height"])
+    for key in SAMPLE_FIELDS:
+        sample[key] = p[key]
+    sample[GT_FIELD] = dets(p[GT_FIELD], GT_FIELD)
+    sample[REFINED_FIELD] = dets(p[REFINED_FIELD], REFINED_FIELD)
+    return sample
+
+
+def declare_schema(dataset) -> None:
+    """Declare every field of a curation dataset (idempotent).
+
+    Adds and deletes one dummy sample whose attributes all have values (``dynamic=True``): one schema update
+    instead of one per field (0.2 s instead of 1.8 s here).
+    """
+    fo = require_fiftyone()
+    schema = dataset.get_field_schema(flat=True)
+    wanted = list(SAMPLE_FIELDS) + [f"{f}.detections.{a}" for f, attrs in
+                                    ((GT_FIELD, GT_ATTRS), (REFINED_FIELD, REFINED_ATTRS)) for a in attrs]
+    if all(k in schema for k in wanted):
+        return
+    dummy = {"int": 1, "float": 1.0, "bool": True, "str": "x", "list": [1.0], "dict": {"x": 1}}
+    sample = fo.Sample(filepath=str(Path(os.sep) / "steadyseg-schema-placeholder.jpg"))
+    for key, kind in SAMPLE_FIELDS.items():
+        sample[key] = dummy[kind]
+    for field, attrs in ((GT_FIELD, GT_ATTRS), (REFINED_FIELD, REFINED_ATTRS)):
+        sample[field] = fo.Detections(detections=[fo.Detection(label="x", **{a: dummy[k] for a, k in attrs.items()})])
+    dataset.add_sample(sample, dynamic=True)
+    dataset.delete_samples(sample)
+
+
+def serialize_mask(mask: np.ndarray) -> bytes:
+    """A mask in FiftyOne's storage format: ``np.save`` bytes, zlib-compressed (as ``fiftyone.core.utils``)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(mask), allow_pickle=False)
+    return zlib.compress(buf.getvalue(), 1)  # any level decompresses the same; level 1 is ~3x faster here
+
+
+def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
+    """One sample's MongoDB document in FiftyOne's layout (checked against FiftyOne's own in the tests).
+
+    Writing documents directly skips FiftyOne's per-object validation and the reload of every inserted sample,
+    which cost ~3x the insert itself; :func:`declare_schema` has already declared every field.
+    """
+    from bson import Binary, ObjectId
+
+    def dets(items: list[dict[str, Any]], field: str) -> dict[str, Any]:
+        out = []
+        for d in items:
+            doc = {"_id": ObjectId(), "_cls": "Detection", "attributes": {},
+                   "tags": list(tags.get(field, {}).get(d["coco_id"], []))}
+            for k, v in d.items():
+                if k == "mask":
+                    if v is not None:
+                        doc["mask"] = Binary(serialize_mask(v))
+                else:
+                    doc[k] = v
+            out.append(doc)
+        return {"_cls": "Detections", "detections": out}
+
+    doc = {"filepath": p["filepath"], "tags": list(tags.get("sample", {}).get(p["coco_image_id"], [])),
+           "metadata": {"_cls": "ImageMetadata", "width": p["width"], "height": p["height"]},
+           "_media_type": "image", "_rand": random.Random(p["coco_image_id"]).random()}
+    for key in SAMPLE_FIELDS:
+        if p[key] is not None:
+            doc[key] = p[key]
+    doc[GT_FIELD] = dets(p[GT_FIELD], GT_FIELD)
+    doc[REFINED_FIELD] = dets(p[REFINED_FIELD], REFINED_FIELD)
+    return doc
+
+
+def _compute_chunk(payload_args: list[tuple], tags: dict[str, Any], common: dict[str, Any],
+                   as_documents: bool) -> tuple[list[dict[str, Any]], int]:
+    """Worker: payloads (or MongoDB documents) of some images and the number of instances in them."""
+    out, n = [], 0
+    for image, anns, refs in payload_args:
+        p = _image_payload(image, anns, refs, **common)
+        n += p["n_original"] + p["n_refined"]
+        out.append(_payload_to_doc(p, tags) if as_documents else p)
+    return out, n
+
+
+def _insert(dataset, items: list[dict[str, Any]], tags: dict[str, Any], *, writer: str) -> None:
+    if writer == "fiftyone":
+        fo = require_fiftyone()
+        dataset.add_samples([_payload_to_sample(fo, p, tags) for p in items], expand_schema=False, progress=False)
+        return
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    dataset_id = dataset._doc.id  # noqa: SLF001 - raw writer, see _payload_to_doc
+    for d in items:
+        d["_dataset_id"] = dataset_id
+        d["created_at"] = now
+        d["last_modified_at"] = now
+    dataset._sample_collection.insert_many(items, ordered=False)  # noqa: SLF001
+
+
+def _collect_review(dataset) -> dict[str, Any]:
+    """Label tags by coco_id per field and sample tags by image id, to carry over a rebuild."""
+    tags: dict[str, Any] = {"sample": {}}
+    if len(dataset) == 0:
+        return tags
+    ids, stags = dataset.values(["coco_image_id", "tags"])
+    tags["sample"] = {i: t for i, t in zip(ids, stags) if t}
+    for field in (GT_FIELD, REFINED_FIELD):
+        cids, ltags = dataset.values([f"{field}.detections.coco_id", f"{field}.detections.tags"])
+        tags[field] = {c: t for cs, ts in zip(cids, ltags) for c, t in zip(cs or [], ts or []) if t}
+    return tags
+
+
+def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLike, images_dir: str | os.PathLike,
+                           name: str, *, overwrite: bool = False, workers: int = 1, chunk_size: int = 64,
+                           change_threshold: float = DEFAULT_CHANGE_THRESHOLD,
+                           boundary_tolerance: int | None = None, persistent: bool = True,
+                           progress: bool = True, save_views: bool = True, writer: str = "raw") -> Any:
+    """Create or update the curation dataset ``name`` from an original and a refined COCO instances file.
+
+    Args:
+        original: the original COCO instances JSON (polygons, RLE or crowd RLE).
+        refined: the refined COCO variant (same image and annotation ids; see ``steadyseg refine-coco``);
+            annotations absent from it are recorded as ``removed``.
+        images_dir: folder of the images (``file_name`` of each image is joined to it; the files are not read).
+        name: FiftyOne dataset name.
+        overwrite: delete an existing dataset of that name first (its review tags are lost). Without it the
+            dataset is rebuilt in place and the tags are carried over (idempotent update).
+        workers: processes that decode, compare and insert (1 = in this process).
+        chunk_size: images per insert batch.
+        change_threshold: IoU below which ``n_changed`` counts an instance (and the default of the views).
+        boundary_tolerance: boundary F tolerance in pixels; None = DAVIS ``ceil(0.008 * diagonal)`` per image.
+        persistent: keep the dataset after this process ends.
+        progress: show a tqdm bar.
+        save_views: (re)register the saved views of :mod:`steadyseg.curation.views`.
+        writer: "raw" inserts FiftyOne-layout documents with pymongo (fast, the default); "fiftyone" builds
+            ``fo.Sample`` objects and calls ``Dataset.add_samples`` (public API, ~3x slower).
+
+    Returns:
+        the ``fiftyone.core.dataset.Dataset``; ``dataset.info["steadyseg"]`` records inputs, settings and timing.
+    """
+    from tqdm import tqdm
+
+    from steadyseg.datasets.coco import load_coco_json
+
+    original, refined, images_dir = Path(original), Path(refined), Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{images_dir}: image folder not found")
+    if writer not in ("raw", "fiftyone"):
+        raise ValueError(f"writer must be 'raw' or 'fiftyone', got {writer!r}")
+    if workers < 1 or chunk_size < 1:
+        raise ValueError(f"workers and chunk_size must be >= 1, got {workers} and {chunk_size}")
+    orig = load_coco_json(original)
+    ref = load_coco_json(refined)
+    check_pair(orig, ref, original_path=str(original), refined_path=str(refined))
+    categories = {int(c["id"]): str(c["name"]) for c in orig["categories"]}
+    orig_by_image = _index_annotations(orig)
+    ref_by_image = {k: {int(a["id"]): a for a in v} for k, v in _index_annotations(ref).items()}
+
+    fo = require_fiftyone()
+    t_setup = time.perf_counter()
+    if fo.dataset_exists(name) and overwrite:
+        fo.delete_dataset(name)
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+        tags = _collect_review(dataset)
+        dataset.clear()
+    else:
+        dataset = fo.Dataset(name)
+        tags = {"sample": {}}
+    dataset.persistent = persistent
+    if dataset.media_type is None:
+        dataset.media_type = "image"
+    declare_schema(dataset)
+
+    common = {"categories": categories, "images_dir": str(images_dir.resolve()),
+              "boundary_tolerance": boundary_tolerance, "change_threshold": change_threshold}
+    images = sorted(orig["images"], key=lambda im: int(im["id"]))
+    args = [(im, orig_by_image.get(int(im["id"]), []), ref_by_image.get(int(im["id"]), {})) for im in images]
+    chunks = [args[i: i + chunk_size] for i in range(0, len(args), chunk_size)]
+    n_inst = 0
+    t0 = time.perf_counter()
+    setup_seconds = t0 - t_setup
+    bar = tqdm(total=len(args), desc=f"curate build {name}", unit="img", disable=not progress)
+    as_docs = writer == "raw"
+    if workers == 1 or len(chunks) <= 1:
+        results = (_compute_chunk(chunk, tags, common, as_docs) for chunk in chunks)
+    else:
+        from joblib import Parallel, delayed
+
+        jobs = (delayed(_compute_chunk)(chunk, tags, common, as_docs) for chunk in chunks)
+        results = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
+    for chunk, (items, n) in zip(chunks, results):
+        _insert(dataset, items, tags, writer=writer)
+        n_inst += n
+        bar.update(len(chunk))
+    bar.close()
+    dataset.reload()
+    elapsed = time.perf_counter() - t0
+
+    dataset.default_classes = [categories[k] for k in sorted(categories)]
+    dataset.info[INFO_KEY] = {
+        "original": str(original.resolve()), "refined": str(refined.resolve()),
+        "images_dir": str(images_dir.resolve()),
+        "categories": orig["categories"], "coco_info": orig.get("info"), "licenses": orig.get("licenses"),
+        "change_threshold": change_threshold, "boundary_tolerance": boundary_tolerance,
+        "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "ingest": {"images": len(args), "instances": n_inst, "seconds": round(elapsed, 3),
+                   "setup_seconds": round(setup_seconds, 3), "workers": workers, "writer": writer,
+                   "instances_per_second": round(n_inst / elapsed, 1) if elapsed > 0 else None},
+    }
+    dataset.save()
+    if save_views:
+        from steadyseg.curation.views import save_curation_views
+
+        save_curation_views(dataset, change_threshold=change_threshold)
+    return dataset
+

@@ -1,0 +1,138 @@
+"""Video flicker view: a FiftyOne dataset of one mask video with per-frame inconsistency and flicker regions.
+
+Grouped frames as an image dataset (one sample per frame, ordered by ``frame_index``), because FiftyOne video
+datasets need an encoded video file and the measure works on frames anyway. Fields per frame:
+
+- ``frame_index`` (int) and ``inconsistency`` (float): mean ``E_pair`` of the pairs touching the frame, from
+  :func:`steadyseg.measures.inconsistency` (NaN when no pair is defined);
+- ``masks``: the evaluated label map (``fo.Segmentation``, ``(H, W)`` uint8 labels);
+- ``flicker_map``: :func:`steadyseg.measures.flicker_map` as a ``fo.Heatmap`` (uint8 in [0, 255] = fraction of the
+  valid flow-warped neighbours that disagree);
+- ``flicker_regions``: ``fo.Segmentation`` with 1 where at least half of the valid neighbours disagree.
+
+Saved views: ``flicker_worst`` (every frame, most inconsistent first) and ``flicker_spikes`` (frames whose
+inconsistency is above ``spike_factor`` x the video's median). ``dataset.info["steadyseg_video"]`` holds
+``E_raw``, ``E_cons`` and the settings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steadyseg.curation.env import require_fiftyone
+
+FLICKER_THRESHOLD = 0.5
+
+
+def _frame_files(frames, out_dir: Path) -> list[str]:
+    """Paths of the frame images; frames of a video file (or unnamed frames) are written as JPEGs to out_dir."""
+    import cv2
+
+    root = Path(getattr(frames, "source", "") or "")
+    names = list(getattr(frames, "names", []) or [])
+    if root.is_dir() and names and all((root / n).is_file() for n in names):
+        return [str((root / n).resolve()) for n in names]
+    frame_dir = out_dir / "frames"
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t in range(len(frames)):
+        path = frame_dir / f"{t:05d}.jpg"
+        if not path.is_file():
+            tmp = frame_dir / f".{t:05d}.tmp.jpg"
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(np.asarray(frames[t]), cv2.COLOR_RGB2BGR)):
+                raise ValueError(f"{tmp}: could not write frame {t}")
+            os.replace(tmp, path)
+        paths.append(str(path.resolve()))
+    return paths
+
+
+def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, name: str,
+                          out_dir: str | os.PathLike, *, window: int = 3, flow_backend: str = "dis",
+                          flow_cache_dir: str | os.PathLike | None = None, binary: bool = False,
+                          spike_factor: float = 2.0, overwrite: bool = False, persistent: bool = True,
+                          progress: bool = True):
+    """Measure a mask video's temporal inconsistency and put it in FiftyOne, frame by frame.
+
+    Args:
+        video: frame folder or video file (``steadyseg.datasets.video.open_video``).
+        masks: mask stack of the same length and size (``steadyseg.datasets.masks.open_masks``).
+        name: FiftyOne dataset name (replaced when ``overwrite``; else an existing one is an error).
+        out_dir: folder for extracted frames (video files) and the resolved config.
+        window: K of the measure (pairs ``1 <= |p - q| <= K``).
+        flow_backend: optical flow backend of ``FlowProvider`` ("dis" default).
+        flow_cache_dir: flow cache folder (default ``out_dir/flow``).
+        binary: collapse object ids to foreground/background.
+        spike_factor: ``flicker_spikes`` keeps frames above this multiple of the median inconsistency.
+        overwrite, persistent, progress: dataset replacement, persistence, tqdm bar.
+
+    Returns:
+        the FiftyOne dataset.
+    """
+    from tqdm import tqdm
+
+    from steadyseg.datasets.flow import FlowProvider
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.datasets.video import open_video
+    from steadyseg.files import save_resolved_config
+    from steadyseg.measures import flicker_map, inconsistency
+
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = open_video(video)
+    stack = open_masks(masks, binary=binary)
+    if len(frames) != len(stack):
+        raise ValueError(f"{masks}: {len(stack)} masks for {len(frames)} frames of {video}")
+    if len(frames) < 2:
+        raise ValueError(f"{video}: need at least 2 frames, got {len(frames)}")
+    labels = [np.asarray(stack[t]) for t in range(len(stack))]
+    if labels[0].shape != tuple(np.asarray(frames[0]).shape[:2]):
+        raise ValueError(f"{masks}: mask size {labels[0].shape} differs from frame size "
+                         f"{np.asarray(frames[0]).shape[:2]} of {video}")
+    flows = FlowProvider(frames, backend=flow_backend, cache_dir=flow_cache_dir or out_dir / "flow")
+    result = inconsistency(labels, flows, window=window)
+    paths = _frame_files(frames, out_dir)
+
+    fo = require_fiftyone()
+    if fo.dataset_exists(name):
+        if not overwrite:
+            raise ValueError(f"FiftyOne dataset {name!r} exists; pass overwrite=True (--overwrite) to replace it")
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name)
+    dataset.persistent = persistent
+    samples = []
+    for t in tqdm(range(len(labels)), desc=f"flicker maps {name}", unit="frame", disable=not progress):
+        fmap = flicker_map(labels, flows, t, window=window)
+        value = float(result.per_frame[t])
+        lab = labels[t]
+        lab8 = np.where(lab > 255, 255, lab).astype(np.uint8) if lab.max(initial=0) > 255 else lab.astype(np.uint8)
+        samples.append(fo.Sample(
+            filepath=paths[t], frame_index=t, inconsistency=None if math.isnan(value) else value,
+            masks=fo.Segmentation(mask=lab8),
+            flicker_map=fo.Heatmap(map=np.round(fmap * 255).astype(np.uint8), range=[0, 255]),
+            flicker_regions=fo.Segmentation(mask=(fmap >= FLICKER_THRESHOLD).astype(np.uint8)),
+            flicker_fraction=float((fmap >= FLICKER_THRESHOLD).mean())))
+    dataset.add_samples(samples, progress=False)
+    F = fo.ViewField
+    finite = result.per_frame[np.isfinite(result.per_frame)]
+    median = float(np.median(finite)) if finite.size else float("nan")
+    dataset.save_view("flicker_worst", dataset.exists("inconsistency").sort_by("inconsistency", reverse=True),
+                      description="frames by per-frame inconsistency, worst first", overwrite=True)
+    spike_view = dataset.match(F("inconsistency") > spike_factor * median) if finite.size else dataset.limit(0)
+    dataset.save_view("flicker_spikes", spike_view.sort_by("inconsistency", reverse=True),
+                      description=f"frames above {spike_factor}x the median inconsistency", overwrite=True)
+    config: dict[str, Any] = {"video": str(Path(video).resolve()), "masks": str(Path(masks).resolve()),
+                              "window": window, "flow_backend": flow_backend, "binary": binary,
+                              "spike_factor": spike_factor, "flicker_threshold": FLICKER_THRESHOLD,
+                              "e_raw": float(result.e_raw), "e_cons": float(result.e_cons),
+                              "median_frame_inconsistency": median, "frames": len(labels)}
+    dataset.info["steadyseg_video"] = config
+    dataset.save()
+    save_resolved_config(out_dir, {"dataset": name, **config}, name="curate_video.config.yaml")
+    return dataset

@@ -1,0 +1,173 @@
+"""Build -> views -> tags -> export on a synthetic pair whose numbers are known (one mongod per session)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from steadyseg.curation.build import build_curation_dataset, detection_to_full_mask
+from steadyseg.curation.export import export_curated_coco
+from steadyseg.curation.views import set_review_tags
+
+
+def _labels(ds, field):
+    out = {}
+    for s in ds.select_fields(["metadata", field]).iter_samples():
+        for d in s[field].detections:
+            out[d.coco_id] = (d, s.metadata.height, s.metadata.width)
+    return out
+
+
+def test_build_metrics_views_and_idempotent_update(fo_env, synthetic_pair, dataset_name):
+    p = synthetic_pair
+    ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    assert len(ds) == 2 and ds.persistent
+    gt, ref = _labels(ds, "ground_truth"), _labels(ds, "refined")
+    assert sorted(gt) == [11, 12, 13, 21, 22, 23] and sorted(ref) == [11, 13, 21, 22, 23]
+    # stored masks give back the exact full-image masks
+    for cid, (d, h, w) in gt.items():
+        assert np.array_equal(detection_to_full_mask(d.bounding_box, d.mask, h, w), p["orig_masks"][cid])
+    for cid, (d, h, w) in ref.items():
+        assert np.array_equal(detection_to_full_mask(d.bounding_box, d.mask, h, w), p["refined_masks"][cid])
+    assert ref[11][0].iou == pytest.approx(9 / 11) and ref[11][0].centroid_shift == pytest.approx(2.0)
+    assert ref[21][0].area_ratio == pytest.approx(0.25) and ref[21][0].original_area == 400
+    assert ref[13][0].iou == 1.0 and ref[13][0].boundary_f == 1.0
+    assert ref[22][0].guard == "vanished" and ref[22][0].kept_original is True
+    assert gt[12][0].removed is True and gt[22][0].vanished is True and gt[11][0].removed is False
+    assert gt[11][0].label == "thing" and gt[12][0].label == "other"  # names from the COCO categories
+    s1 = ds.match({"coco_image_id": 1}).first()
+    assert (s1.n_original, s1.n_refined, s1.n_removed, s1.n_changed) == (3, 2, 1, 1)
+    assert s1.min_iou == pytest.approx(9 / 11)
+
+    views = set(ds.list_saved_views())
+    assert {"changed_masks", "removed_or_vanished", "small_shrunk", "boundary_moves", "guard_flags"} <= views
+    changed = ds.load_saved_view("changed_masks")
+    assert sorted(changed.values("refined.detections.coco_id", unwind=True)) == [11, 21]
+    assert changed.values("min_iou") == sorted(changed.values("min_iou"))  # worst first
+    # counterparts: only the originals of the changed instances are shown beside them
+    assert sorted(changed.values("ground_truth.detections.coco_id", unwind=True)) == [11, 21]
+    removed = ds.load_saved_view("removed_or_vanished")
+    assert sorted(removed.values("ground_truth.detections.coco_id", unwind=True)) == [12, 22]
+    assert ds.load_saved_view("small_shrunk").values("refined.detections.coco_id", unwind=True) == [21]
+    assert ds.load_saved_view("guard_flags").values("refined.detections.coco_id", unwind=True) == [22]
+
+    # review tags survive an idempotent rebuild
+    assert set_review_tags(ds, [11], "accept") == 1
+    set_review_tags(ds, [21], "reject")
+    with pytest.raises(ValueError, match="no refined label with coco_id"):
+        set_review_tags(ds, [12], "accept")
+    ds2 = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    assert len(ds2) == 2
+    assert ds2.load_saved_view("accepted").values("refined.detections.coco_id", unwind=True) == [11]
+    assert ds2.load_saved_view("rejected").values("refined.detections.coco_id", unwind=True) == [21]
+    assert ds2.count("ground_truth.detections") == 6
+
+
+def test_export_accepted_and_refined_unless_rejected(fo_env, synthetic_pair, dataset_name, tmp_path):
+    from steadyseg.datasets.coco import annotation_to_mask, coco_api
+
+    p = synthetic_pair
+    ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    set_review_tags(ds, [11], "accept")
+    set_review_tags(ds, [21], "reject")
+
+    out = tmp_path / "out" / "curated.json"
+    summary = export_curated_coco(dataset_name, out, progress=False)
+    assert summary["from_refined"] == 1 and summary["annotations"] == 6
+    api = coco_api(out)  # pycocotools reads it
+    original = json.loads(p["original"].read_text())
+    assert sorted(api.getImgIds()) == [1, 2] and sorted(api.getAnnIds()) == [11, 12, 13, 21, 22, 23]
+    assert api.loadCats([5])[0]["name"] == "other"
+    for ann_id in api.getAnnIds():
+        ann = api.loadAnns([ann_id])[0]
+        want = p["refined_masks"][11] if ann_id == 11 else p["orig_masks"][ann_id]
+        assert np.array_equal(api.annToMask(ann).astype(bool), want), ann_id
+    a11 = api.loadAnns([11])[0]
+    assert a11["area"] == 400.0 and a11["bbox"] == [12.0, 10.0, 20.0, 20.0]
+    a23 = api.loadAnns([23])[0]
+    orig23 = next(a for a in original["annotations"] if a["id"] == 23)
+    assert a23["area"] == orig23["area"] and a23["bbox"] == orig23["bbox"]  # original values kept
+    record = json.loads((tmp_path / "out" / "curated.decisions.json").read_text())
+    by_id = {d["id"]: d for d in record["decisions"]}
+    assert by_id[11]["source"] == "refined" and by_id[11]["tag"] == "accept"
+    assert by_id[12]["source"] == "original" and "removed" in by_id[12]["reason"]
+    assert by_id[21]["tag"] == "reject"
+    assert (tmp_path / "out" / "curated.config.yaml").is_file()
+
+    summary = export_curated_coco(ds, tmp_path / "lenient.json", rule="refined-unless-rejected", progress=False)
+    api = coco_api(tmp_path / "lenient.json")
+    sources = {d["id"]: d["source"] for d in json.loads((tmp_path / "lenient.decisions.json").read_text())["decisions"]}
+    assert sources == {11: "refined", 12: "original", 13: "refined", 21: "original", 22: "refined", 23: "refined"}
+    img2 = {"height": 50, "width": 70}
+    assert np.array_equal(annotation_to_mask(api.loadAnns([21])[0], **img2), p["orig_masks"][21])
+    with pytest.raises(ValueError, match="unknown export rule"):
+        export_curated_coco(ds, tmp_path / "x.json", rule="everything")
+
+
+def test_raw_writer_matches_fiftyone_documents(fo_env, synthetic_pair, dataset_name):
+    """The fast writer's documents equal FiftyOne's own serialisation (guards against FiftyOne changes)."""
+    import fiftyone.core.utils as fou
+
+    from steadyseg.curation import build as B
+    from steadyseg.datasets.coco import load_coco_json
+
+    p = synthetic_pair
+    orig, ref = load_coco_json(p["original"]), load_coco_json(p["refined"])
+    cats = {c["id"]: c["name"] for c in orig["categories"]}
+    anns = [a for a in orig["annotations"] if a["image_id"] == 2]
+    refs = {a["id"]: a for a in ref["annotations"] if a["image_id"] == 2}
+    payload = B._image_payload(orig["images"][1], anns, refs, cats, images_dir=str(p["images"]),
+                               boundary_tolerance=None, change_threshold=0.9)
+    tags = {"sample": {2: ["s"]}, "refined": {21: ["accept"]}}
+    raw = B._payload_to_doc(payload, tags)
+    ds = fo_env.Dataset(dataset_name)
+    ds.media_type = "image"
+    B.declare_schema(ds)
+    ours = ds._make_dict(B._payload_to_sample(fo_env, payload, tags), include_id=False)
+
+    def strip(d):
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if k not in ("_id", "_rand", "_dataset_id", "created_at",
+                                                                     "last_modified_at")}
+        if isinstance(d, list):
+            return [strip(v) for v in d]
+        if isinstance(d, (bytes, bytearray)):  # masks: same array (the zlib level may differ)
+            arr = fou.deserialize_numpy_array(bytes(d))
+            return {"dtype": str(arr.dtype), "shape": list(arr.shape), "values": arr.tolist()}
+        return d
+
+    assert json.loads(json.dumps(strip(raw), default=repr)) == json.loads(json.dumps(strip(ours), default=repr))
+    # and both writers build datasets with equal values
+    other = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name + "-fo",
+                                   writer="fiftyone", progress=False, save_views=False, persistent=False)
+    raw_ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name + "-raw",
+                                    progress=False, save_views=False, persistent=False, workers=2, chunk_size=1)
+    for field in ("refined.detections.iou", "ground_truth.detections.removed", "n_changed", "mean_iou"):
+        assert other.sort_by("coco_image_id").values(field) == raw_ds.sort_by("coco_image_id").values(field)
+    fo_env.delete_datasets(dataset_name + "-*")
+
+
+def test_mismatched_refined_file_is_rejected(fo_env, synthetic_pair, dataset_name, tmp_path):
+    p = synthetic_pair
+    bad = json.loads(p["refined"].read_text())
+    bad["annotations"][0]["id"] = 999
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="annotation id 999 is not in"):
+        build_curation_dataset(p["original"], tmp_path / "bad.json", p["images"], dataset_name, progress=False)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        build_curation_dataset(p["original"], p["refined"], tmp_path / "nope", dataset_name, progress=False)
+
+
+def test_cli_views_rethreshold(fo_env, synthetic_pair, dataset_name, capsys):
+    from steadyseg.cli import main
+
+    p = synthetic_pair
+    build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    assert main(["curate", "views", dataset_name, "--change-threshold", "0.5"]) == 0
+    assert "changed_masks" in capsys.readouterr().out
+    ds = fo_env.load_dataset(dataset_name)
+    assert ds.load_saved_view("changed_masks").values("refined.detections.coco_id", unwind=True) == [21]
+    assert ds.info["steadyseg"]["views"]["change_threshold"] == 0.5
+    assert main(["curate", "export", "no-such-dataset", "--out", "x.json"]) == 1  # clear error, no traceback
