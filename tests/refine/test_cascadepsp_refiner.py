@@ -1,0 +1,121 @@
+"""CascadePSPRefiner: global and local steps, checkpoint handling, input checks, patch planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
+from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner, plan_patches
+
+
+@pytest.fixture(scope="session")
+def cascadepsp_checkpoint(tmp_path_factory):
+    """A random-init checkpoint in the official layout, saved once per test session (~270 MB in tmp)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cascadepsp") / "model"
+    torch.save(to_official_state_dict(build_cascadepsp()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def refiner(cascadepsp_checkpoint):
+    return CascadePSPRefiner(checkpoint=cascadepsp_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    mask = np.zeros((120, 160), dtype=bool)
+    mask[30:95, 40:125] = True
+    image[mask] = (image[mask] // 4 + 150).astype(np.uint8)
+    return image, mask
+
+
+def test_import_from_package():
+    from steadyseg.refine import CascadePSPRefiner as Lazy
+
+    assert Lazy is CascadePSPRefiner
+
+
+def test_fast_global_step(refiner, sample):
+    image, mask = sample
+    for L in (64, 128):
+        out = refiner.refine(image, mask, fast=True, L=L)
+        assert out.shape == (120, 160) and out.dtype == np.float32
+        assert 0.0 <= out.min() <= out.max() <= 1.0 and np.isfinite(out).all()
+    assert refiner.last_stats == {"patches_planned": 0, "patches_refined": 0}
+
+
+def test_full_with_local_patches(refiner, sample):
+    image, mask = sample[0][:72, :120].copy(), sample[1][:72, :120].copy()
+    out = refiner.refine(image, mask, fast=False, L=96)
+    assert out.shape == (72, 120) and out.dtype == np.float32 and 0.0 <= out.min() <= out.max() <= 1.0
+    assert refiner.last_stats["patches_planned"] == 3
+    # Force every patch through the network and check that batching does not change the result.
+    one = CascadePSPRefiner(model=refiner.model, patch_batch_size=1, skip_low=0.0, skip_high=1.0)
+    three = CascadePSPRefiner(model=refiner.model, patch_batch_size=2, skip_low=0.0, skip_high=1.0)
+    a = one.refine(image, mask, fast=False, L=96)
+    b = three.refine(image, mask, fast=False, L=96)
+    assert one.last_stats == {"patches_planned": 3, "patches_refined": 3}
+    assert a.dtype == np.float32 and 0.0 <= a.min() <= a.max() <= 1.0
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    # Every pixel is covered by a refined patch, so the result is not the binarised global map.
+    assert not np.isin(a, [0.0, 1.0]).all()
+
+
+def test_mask_encodings_agree(refiner, sample):
+    image, mask = sample
+    ref = refiner.refine(image, mask, fast=True, L=64)
+    for m in (mask.astype(np.uint8), mask.astype(np.uint8) * 255):
+        np.testing.assert_array_equal(refiner.refine(image, m, fast=True, L=64), ref)
+
+
+def test_input_validation(refiner, sample):
+    image, mask = sample
+    with pytest.raises(ValueError, match="uint8"):
+        refiner.refine(image.astype(np.float32), mask, fast=True, L=64)
+    with pytest.raises(ValueError, match="does not match image shape"):
+        refiner.refine(image, mask[:100], fast=True, L=64)
+    with pytest.raises(ValueError, match="HxWx3"):
+        refiner.refine(image[..., 0], mask, fast=True, L=64)
+    with pytest.raises(ValueError, match="bool or uint8"):
+        refiner.refine(image, mask.astype(np.float32), fast=True, L=64)
+    with pytest.raises(ValueError, match="too small for the local step"):
+        refiner.refine(image, mask, fast=False, L=64)
+    with pytest.raises(ValueError, match="CUDA"):
+        CascadePSPRefiner(model=refiner.model, half=True)
+
+
+def test_missing_checkpoint_says_where_to_get_it(tmp_path):
+    for ckpt in (None, tmp_path / "missing.pth"):
+        with pytest.raises(FileNotFoundError) as err:
+            CascadePSPRefiner(checkpoint=ckpt)
+        msg = str(err.value)
+        assert "--checkpoint" in msg and "hkchengrex/CascadePSP" in msg
+        assert "7478d4a9c42ab52beb6d7e9683402fe0" in msg and "segmentation-refinement" in msg
+
+
+@pytest.mark.parametrize("h,w,L", [(120, 160, 96), (1500, 2000, 900), (480, 640, 400), (50, 70, 96)])
+def test_plan_patches_cover_image(h, w, L):
+    patches = plan_patches(h, w, L)
+    cover = np.zeros((h, w), dtype=int)
+    starts = set()
+    for p in patches:
+        assert 0 <= p.y0 < p.y1 <= h and 0 <= p.x0 < p.x1 <= w
+        assert (p.y1 - p.y0, p.x1 - p.x0) == (min(L, h), min(L, w))
+        starts.add((p.y0, p.x0))
+        cover[p.y0:p.y1, p.x0:p.x1] += 1
+    assert len(starts) == len(patches) and (cover > 0).all()
+
+
+def test_plan_patches_hand_computed():
+    # step = 96 // 2 - 32 = 16; x starts 0..160 clipped to 64 -> {0,16,32,48,64}; y -> {0,16,24} (shifted 32->24).
+    patches = plan_patches(120, 160, 96)
+    assert sorted({p.x0 for p in patches}) == [0, 16, 32, 48, 64]
+    assert sorted({p.y0 for p in patches}) == [0, 16, 24]
+    assert len(patches) == 15
+    # 2000 x 1500 at L=900: step 418, x starts {0,418,836,1100}, y {0,418,600} -> 12 patches.
+    assert len(plan_patches(1500, 2000, 900)) == 12
