@@ -4,8 +4,10 @@
    - cold: empty temporary flow cache → ``FlowProvider.precompute`` (``--workers``) + ``inconsistency``;
    - cached: the same again with the cache filled (flows read from disk);
    - compute only: flows already in memory (no disk, no flow), i.e. the measure's own arithmetic.
-   Reports frames per second, the share of the cold time spent outside the flow computation, and the flows
-   per second read from the cache.
+   Reports frames per second (wall), CPU time (``time.process_time`` of this process, its threads included, plus
+   the flow workers' CPU time from ``precompute``) and "CPU fps" = frames / CPU seconds × cores (what the machine
+   would give with nobody else on it), the share of the cold time spent outside the flow computation (wall and
+   CPU), and the wall / CPU milliseconds per flow read from the cache.
 2. Memory on a long synthetic 480p video generated lazily (a ``Sequence`` that draws mask ``i`` on demand: a
    jittered moving rectangle) with its exact flow (a callable returning a constant translation): peak traced
    memory (``tracemalloc``, numpy buffers included) of ``inconsistency`` for ``--mem-frames`` lengths, each in a
@@ -16,7 +18,7 @@ Usage::
     python benchmarks/bench_measure.py --sequence blackswan --json bench_measure.json
     python benchmarks/bench_measure.py --skip-speed --mem-frames 200 1000
 
-The machine is shared; numbers depend on its load (``os.getloadavg`` is recorded).
+The machine is shared; wall numbers depend on its load (``os.getloadavg`` is recorded); compare CPU numbers.
 """
 
 from __future__ import annotations
@@ -65,37 +67,47 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
     pairs = window_pairs(n, window)
     out: dict = {"sequence": sequence, "frames": n, "size": list(video.size), "window": window, "preset": preset,
                  "workers": workers, "measure_threads": workers, "flow_pairs": len(pairs)}
+    ncpu = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as cache:
         prov = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache, n_jobs=workers)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = prov.precompute(pairs, progress=False)
-        t_flow = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t_flow, c_flow_main = time.perf_counter() - t0, time.process_time() - c0
+        c_flow = stats["cpu_seconds_workers"] + c_flow_main
+        t0, c0 = time.perf_counter(), time.process_time()
         r_cold = inconsistency(masks, prov, window=window, threads=workers)
-        t_meas = time.perf_counter() - t0
-        cold = t_flow + t_meas
+        t_meas, c_meas = time.perf_counter() - t0, time.process_time() - c0
+        cold, c_cold = t_flow + t_meas, c_flow + c_meas
         out["cold"] = {"seconds": cold, "fps": n / cold, "flow_seconds": t_flow, "measure_seconds": t_meas,
                        "share_outside_flow": t_meas / cold, "flow_pairs_per_s": len(pairs) / t_flow,
-                       "flow_compute_seconds_in_workers": stats.get("seconds_computing")}
+                       "flow_compute_seconds_in_workers": stats.get("seconds_computing"),
+                       "cpu_seconds": c_cold, "flow_cpu_seconds": c_flow, "measure_cpu_seconds": c_meas,
+                       "cpu_ms_per_flow": 1000 * c_flow / len(pairs),
+                       "share_outside_flow_cpu": c_meas / c_cold,
+                       "fps_cpu_1core": n / c_cold, f"fps_cpu_{ncpu}cores": ncpu * n / c_cold}
 
         prov2 = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache, n_jobs=workers)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         prov2.precompute(pairs, progress=False)
         r_cached = inconsistency(masks, prov2, window=window, threads=workers)
-        t_cached = time.perf_counter() - t0
+        t_cached, c_cached = time.perf_counter() - t0, time.process_time() - c0
         assert r_cached.e_raw == r_cold.e_raw
-        out["cached"] = {"seconds": t_cached, "fps": n / t_cached}
+        out["cached"] = {"seconds": t_cached, "fps": n / t_cached, "cpu_seconds": c_cached,
+                         "fps_cpu_1core": n / c_cached, f"fps_cpu_{ncpu}cores": ncpu * n / c_cached}
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         flows = {pq: prov2(*pq) for pq in pairs}
-        t_read = time.perf_counter() - t0
-        out["cache_read"] = {"seconds": t_read, "flows_per_s": len(pairs) / t_read}
+        t_read, c_read = time.perf_counter() - t0, time.process_time() - c0
+        out["cache_read"] = {"seconds": t_read, "flows_per_s": len(pairs) / t_read,
+                             "ms_per_flow": 1000 * t_read / len(pairs), "cpu_ms_per_flow": 1000 * c_read / len(pairs)}
     mem_masks = [masks[i] for i in range(n)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r_mem = inconsistency(mem_masks, lambda p, q: flows[(p, q)], window=window, threads=workers)
-    t_cpu = time.perf_counter() - t0
-    out["compute_only"] = {"seconds": t_cpu, "fps": n / t_cpu,
-                           "ms_per_direction": 1000 * t_cpu / len(pairs)}
+    t_cpu, c_cpu = time.perf_counter() - t0, time.process_time() - c0
+    out["compute_only"] = {"seconds": t_cpu, "fps": n / t_cpu, "cpu_seconds": c_cpu,
+                           "ms_per_direction": 1000 * t_cpu / len(pairs),
+                           "cpu_ms_per_direction": 1000 * c_cpu / len(pairs),
+                           "fps_cpu_1core": n / c_cpu, f"fps_cpu_{ncpu}cores": ncpu * n / c_cpu}
     out["e_raw"], out["e_cons"] = r_mem.e_raw, r_mem.e_cons
     return out
 
@@ -221,14 +233,20 @@ def main(argv: list[str] | None = None) -> int:
         result["speed"] = sp
         print(f"{sp['sequence']}: {sp['frames']} frames {sp['size'][1]}x{sp['size'][0]}, K={sp['window']}, "
               f"DIS {sp['preset']}, {sp['flow_pairs']} flows, {sp['workers']} workers")
-        c = sp["cold"]
-        print(f"  cold   : {c['fps']:6.2f} fps ({c['seconds']:.1f} s; flow {c['flow_seconds']:.1f} s = "
-              f"{c['flow_pairs_per_s']:.1f} pairs/s; measure {c['measure_seconds']:.1f} s; "
-              f"share outside flow {100 * c['share_outside_flow']:.0f} %)")
-        print(f"  cached : {sp['cached']['fps']:6.2f} fps ({sp['cached']['seconds']:.1f} s; cache reads "
-              f"{sp['cache_read']['flows_per_s']:.0f} flows/s)")
-        print(f"  compute: {sp['compute_only']['fps']:6.2f} fps (flows in memory; "
-              f"{sp['compute_only']['ms_per_direction']:.1f} ms per direction)")
+        c, k = sp["cold"], f"fps_cpu_{result['cpu_count']}cores"
+        print(f"  (load average at start {result['loadavg_start'][0]:.1f}; 'CPU fps' = frames / CPU seconds x "
+              f"{result['cpu_count']} cores, i.e. what an idle machine would give with perfect overlap)")
+        print(f"  cold   : {c['fps']:6.2f} fps wall, {c[k]:6.2f} fps CPU ({c['seconds']:.1f} s; flow "
+              f"{c['flow_seconds']:.1f} s = {c['flow_pairs_per_s']:.1f} pairs/s, {c['cpu_ms_per_flow']:.0f} ms CPU per "
+              f"flow; measure {c['measure_seconds']:.1f} s; outside flow {100 * c['share_outside_flow']:.0f} % "
+              f"of wall, {100 * c['share_outside_flow_cpu']:.0f} % of CPU)")
+        cr = sp["cache_read"]
+        print(f"  cached : {sp['cached']['fps']:6.2f} fps wall, {sp['cached'][k]:6.2f} fps CPU "
+              f"({sp['cached']['seconds']:.1f} s; cache reads {cr['ms_per_flow']:.2f} ms wall, "
+              f"{cr['cpu_ms_per_flow']:.2f} ms CPU per flow)")
+        co = sp["compute_only"]
+        print(f"  compute: {co['fps']:6.2f} fps wall, {co[k]:6.2f} fps CPU (flows in memory; "
+              f"{co['ms_per_direction']:.1f} ms wall, {co['cpu_ms_per_direction']:.1f} ms CPU per direction)")
     if args.davis_table:
         print(f"OSVOS vs ground truth, DIS {args.preset}, K={args.window}, first {args.max_frames or 'all'} frames, "
               "normalised by the GT's median boundary:")

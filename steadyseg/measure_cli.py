@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-motion-boundary", action="store_true", default=None,
                         help="do not exclude motion boundaries from the valid mask")
     parser.add_argument("--cache", metavar="DIR", default=None, help="flow cache folder (default: a temporary one)")
-    parser.add_argument("--workers", metavar="N", type=int, default=None, help="parallel flow workers, and threads of the measure (1)")
+    parser.add_argument("--workers", metavar="N", type=int, default=None, help="parallel flow workers and measure threads (default: all cores)")
     parser.add_argument("--max-frames", metavar="N", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--normalizer-masks", metavar="DIR", default=None,
                         help="reference masks whose median boundary count normalises E_cons and E_smooth")
@@ -97,9 +97,15 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
 def run_measure(*, frames: str | Path, masks: str | Path, gt: str | Path | None = None, binary: bool = False,
                 flow: str = "dis", preset: str = "medium", raft_weights: str | None = None, window: int = 3,
                 sigma: float = 1.0, check_motion_boundary: bool = True, cache: str | Path | None = None,
-                workers: int = 1, max_frames: int | None = None, normalizer_masks: str | Path | None = None,
+                workers: int | None = None, max_frames: int | None = None, normalizer_masks: str | Path | None = None,
                 mvc_n: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Measure one mask video; returns the JSON-ready result dict (see the module docstring for the keys)."""
+    """Measure one mask video; returns the JSON-ready result dict (see the module docstring for the keys).
+
+    ``workers`` (default: all cores) is the number of flow processes and of measure threads.
+    """
+    import os
+
+    workers = int(workers) if workers is not None else max(1, os.cpu_count() or 1)
     from steadyseg.accuracy import davis_scores, mean_video_consistency, temporal_consistency_tc
     from steadyseg.datasets.flow import FlowProvider, window_pairs
     from steadyseg.datasets.masks import check_matching, open_masks

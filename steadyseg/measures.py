@@ -32,9 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 
-from steadyseg.warp import WarpWorkspace, warp_and_valid
+from steadyseg.warp import WarpWorkspace, direction_counts, warp_and_valid
 
 VOID = 255
 
@@ -111,15 +112,28 @@ def direction_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, flow_q_to_p:
     Returns:
         ``(e, n_valid)``; ``e`` is NaN when ``n_valid == 0``.
     """
+    mp = _compact_labels(mask_p, where="direction_inconsistency: mask_p")
+    mq = _compact_labels(mask_q, where="direction_inconsistency: mask_q")
+    if mp.dtype != mq.dtype:
+        mp, mq = mp.astype(np.uint16, copy=False), mq.astype(np.uint16, copy=False)
+    if 0 <= void <= np.iinfo(mp.dtype).max:
+        fq = np.asarray(flow_q_to_p, dtype=np.float32)
+        fp = np.asarray(flow_p_to_q, dtype=np.float32)
+        ws = workspace if workspace is not None and workspace.shape == mq.shape else None
+        n_diff, n = direction_counts(mp, mq, fq, fp, void=void, check_motion_boundary=check_motion_boundary,
+                                     workspace=ws)
+        if n == 0:
+            return float("nan"), 0
+        return float(n_diff) / n, n
+    # a void label outside the labels' dtype range: general path (bool masks)
     warped, m = warp_and_valid(mask_p, flow_q_to_p, flow_p_to_q, mode="nearest", fill=void,
                                check_motion_boundary=check_motion_boundary, workspace=workspace)
-    tmp = workspace.b1 if workspace is not None and workspace.shape == m.shape else None
-    m &= np.not_equal(mask_q, void, out=tmp)
-    m &= np.not_equal(warped, void, out=tmp)
+    m &= mask_q != void
+    m &= warped != void
     n = int(np.count_nonzero(m))
     if n == 0:
         return float("nan"), 0
-    diff = np.not_equal(warped, mask_q, out=tmp)
+    diff = np.not_equal(warped, mask_q)
     diff &= m
     return float(np.count_nonzero(diff)) / n, n
 
@@ -221,7 +235,10 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
         check_motion_boundary: also exclude motion-boundary pixels from the valid mask (default on).
         progress: show a tqdm bar.
         threads: compute the 2·K directions of each new frame in this many threads (OpenCV and numpy release
-            the GIL; flows are still requested from the calling thread, in order). Results do not depend on it.
+            the GIL). Flows are still requested from the calling thread, in order (``flows`` need not be
+            thread-safe), overlapping with the previous frame's directions. With ``threads > 1`` OpenCV's own
+            thread count is set to 1 for the duration of the call (process-wide) and restored afterwards.
+            Results do not depend on it.
 
     Returns:
         :class:`InconsistencyResult`. ``E_cons`` is NaN with a ``RuntimeWarning`` when the median boundary is 0.
@@ -257,7 +274,27 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
             w = local.ws = WarpWorkspace(*shape)
         return direction(*args, workspace=w)
 
+    def collect(results):
+        nonlocal skipped_pairs, skipped_dirs
+        for p, q, (e_pq, n_pq), (e_qp, n_qp) in results:
+            e, n_dirs = _combine_directions(e_pq, n_pq, e_qp, n_qp)
+            skipped_dirs += 2 - n_dirs
+            per_pair[(p, q)] = e
+            if n_dirs == 0:
+                skipped_pairs += 1
+                continue
+            for t in (p, q):
+                frame_sum[t] += e
+                frame_cnt[t] += 1
+
+    # Threaded: the directions of frame q run in the pool while this thread reads frame q+1's mask and flows
+    # (disk reads and CRCs release the GIL); at most two frames' flows are in flight. Results are collected in
+    # frame order, so the sums are the same as in the serial loop.
     pool = ThreadPoolExecutor(max_workers=int(threads)) if int(threads) > 1 else None
+    pending: deque[list] = deque()
+    cv_threads = cv2.getNumThreads()
+    if pool is not None:  # our threads already fill the cores; OpenCV's own pool only adds hand-offs (~20 % CPU)
+        cv2.setNumThreads(1)
     try:
         for q, mask in enumerate(it):
             mq = _compact_labels(mask, where=f"inconsistency: mask {q}")
@@ -279,24 +316,23 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
                                          f"expected {(*shape, 2)}")
                 jobs.append((p, (mp, mq, f_qp, f_pq), (mq, mp, f_pq, f_qp)))
             if pool is None:
-                results = [(p, direction(*d1, workspace=ws), direction(*d2, workspace=ws)) for p, d1, d2 in jobs]
+                collect([(p, q, direction(*d1, workspace=ws), direction(*d2, workspace=ws)) for p, d1, d2 in jobs])
             else:
-                futures = [(p, pool.submit(run_threaded, d1), pool.submit(run_threaded, d2)) for p, d1, d2 in jobs]
-                results = [(p, a.result(), b.result()) for p, a, b in futures]
-            for p, (e_pq, n_pq), (e_qp, n_qp) in results:
-                e, n_dirs = _combine_directions(e_pq, n_pq, e_qp, n_qp)
-                skipped_dirs += 2 - n_dirs
-                per_pair[(p, q)] = e
-                if n_dirs == 0:
-                    skipped_pairs += 1
-                    continue
-                for t in (p, q):
-                    frame_sum[t] += e
-                    frame_cnt[t] += 1
+                pending.append([(p, q, pool.submit(run_threaded, d1), pool.submit(run_threaded, d2))
+                                for p, d1, d2 in jobs])
+                while len(pending) > 1:
+                    collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
             recent.append((q, mq))
+        while pending:
+            collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
     finally:
         if pool is not None:
+            for batch in pending:
+                for _, _, a, b in batch:
+                    a.cancel()
+                    b.cancel()
             pool.shutdown(wait=True)
+            cv2.setNumThreads(cv_threads)
     if shape is None:
         raise ValueError("inconsistency: no masks given")
     values = [v for v in per_pair.values() if np.isfinite(v)]

@@ -253,3 +253,34 @@ def test_osvos_less_consistent_than_ground_truth(davis2016, davis_osvos):
         wins.append(r_pred.e_raw > r_gt.e_raw)
     assert sum(wins) >= 6, f"OSVOS more inconsistent than GT on only {sum(wins)} of 8 sequences"
     assert time.perf_counter() - t0 < 60
+
+
+def test_threaded_pipeline_equals_serial_and_reads_flows_in_order():
+    """threads > 1 overlaps flow requests with the previous frame's directions: same numbers, same request order."""
+    rng = np.random.default_rng(3)
+    h, w, n = 36, 44, 9
+    masks = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3) > 0.5 for _ in range(n)]
+    masks = [m.astype(np.uint8) for m in masks]
+    masks[4][:5, :5] = 255  # some void
+    flows = {(p, q): cv2.GaussianBlur(rng.normal(0, 2, (h, w, 2)).astype(np.float32), (0, 0), 4)
+             for p in range(n) for q in range(n) if p != q}
+
+    class Recorder:
+        def __init__(self):
+            self.calls, self.thread = [], []
+
+        def __call__(self, p, q):
+            import threading
+
+            self.calls.append((p, q))
+            self.thread.append(threading.get_ident())
+            return flows[(p, q)].copy()
+
+    serial, threaded = Recorder(), Recorder()
+    r1 = inconsistency(masks, serial, window=3, threads=1)
+    r2 = inconsistency(masks, threaded, window=3, threads=2)
+    assert r1.e_raw == r2.e_raw and r1.to_dict() == r2.to_dict() and np.isfinite(r1.e_raw)
+    assert serial.calls == threaded.calls
+    import threading
+
+    assert set(threaded.thread) == {threading.get_ident()}  # the flow callable is only used from this thread

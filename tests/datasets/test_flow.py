@@ -199,3 +199,48 @@ def test_flow_cli_precomputes_window(synth_frames, tmp_path, capsys):
     assert "18 already cached, 0 computed" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--window"):
         flow_cli.main(parser.parse_args(argv + ["--window", "0"]))
+
+
+def test_cache_format_header_and_damage_in_the_header(tmp_path):
+    """Format 2: 32-byte header (magic, dtype, H, W, length, CRC-32) + raw array; any damaged field is a miss."""
+    import struct
+
+    from steadyseg.datasets.flow import CACHE_FORMAT_VERSION
+
+    flow = np.random.default_rng(1).normal(0, 3, (7, 9, 2)).astype(np.float32)
+    for compress in (False, True):
+        cache = FlowCache(tmp_path / f"c{int(compress)}", compress=compress)
+        key = flow_cache_key("a", "b", {"backend": "dis"})
+        path = cache.put(key, flow)
+        assert path == cache.path(key) and path.suffix == ".flow" and key in cache
+        raw = path.read_bytes()
+        magic, code, comp, h, w, nbytes = struct.unpack("<8sBBxxIIQ", raw[:28])
+        assert magic == b"SSFLOW" + bytes([CACHE_FORMAT_VERSION, 0]) and (code, comp, h, w) == (0, compress, 7, 9)
+        assert len(raw) == 32 + nbytes and (compress or nbytes == flow.nbytes)
+        got = cache.get(key, shape=(7, 9))
+        np.testing.assert_array_equal(got, flow)
+        got[:] = 0  # a fresh array: changing it does not change the next read
+        np.testing.assert_array_equal(cache.get(key), flow)
+        for offset in (0, 8, 12, 16, 20, 28, len(raw) - 1):  # magic, dtype, H, W, length, CRC, last payload byte
+            bad = bytearray(raw)
+            bad[offset] ^= 0x01
+            path.write_bytes(bytes(bad))
+            before = cache.corrupt
+            assert cache.get(key) is None and not path.exists(), offset
+            assert cache.corrupt == before + 1
+        path.write_bytes(raw + b"\x00")  # trailing bytes
+        assert cache.get(key) is None and not path.exists()
+    # an entry of the old format (an .npz) is never looked at: the key and the suffix both changed
+    old = tmp_path / "c0" / key[:2] / f"{key}.npz"
+    np.savez(old, flow=flow)
+    assert FlowCache(tmp_path / "c0").get(key) is None and old.exists()
+
+
+def test_disk_hits_are_fresh_arrays(synth_frames, tmp_path):
+    prov = FlowProvider(synth_frames, cache_dir=tmp_path)
+    prov.precompute([(0, 1)], progress=False)
+    a = prov(0, 1)
+    a += 100.0  # the caller may change what it got
+    b = prov(0, 1)
+    np.testing.assert_array_equal(b, compute_flow(synth_frames[0], synth_frames[1]))
+    assert prov.stats["hits"] == 2 and prov.stats["misses"] == 0
