@@ -37,7 +37,7 @@ from steadyseg.datasets.video import list_image_files
 VOID = 255
 READINGS = ("davis2016-binary", "palette-ids", "label-png", "soft-probs")
 
-__all__ = ["MaskStack", "open_masks", "check_matching", "VOID", "READINGS", "labels_to_onehot"]
+__all__ = ["MaskStack", "open_masks", "check_matching", "write_label_png", "VOID", "READINGS", "labels_to_onehot"]
 
 
 def labels_to_onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -361,3 +361,38 @@ def _describe(stack, k: int) -> str:
     path = stack.frame_path(k) if hasattr(stack, "frame_path") else stack.mask_path(k)
     return str(path) if path is not None else f"{stack.source} [{stack.names[k]}]"
 
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray, *, reading: str,
+                    palette: list[int] | None = None) -> Path:
+    """Write one ``(H, W)`` integer label map (0 background, 255 void) atomically as a PNG in a reading's format.
+
+    Args:
+        path: output file (written as given; use a ``.png`` suffix).
+        labels: ``(H, W)`` integer labels.
+        reading: ``"davis2016-binary"`` (label 1 → 255, everything else → 0; more than one object is an error),
+            ``"palette-ids"`` (mode P, ids as indices, ``palette`` kept when given) or ``"label-png"`` (values as
+            they are, 8-bit, or 16-bit when a label exceeds 255).
+        palette: the palette of a ``palette-ids`` input (``PIL.Image.getpalette()``).
+    """
+    from steadyseg.files import atomic_path
+
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{path}: expected an (H, W) label map, got shape {labels.shape}")
+    if reading == "davis2016-binary":
+        if labels[labels != VOID].max(initial=0) > 1:
+            raise ValueError(f"{path}: davis2016-binary output needs 2 classes, got labels up to {labels.max()}")
+        img = Image.fromarray(np.where(labels == 1, 255, 0).astype(np.uint8), mode="L")
+    elif reading == "palette-ids":
+        img = Image.fromarray(labels.astype(np.uint8), mode="P")
+        if palette is not None:
+            img.putpalette(palette)
+    elif reading == "label-png":
+        img = Image.fromarray(labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.uint16))
+    else:
+        raise ValueError(f"{path}: cannot write masks of reading {reading!r} as PNG")
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path

@@ -51,10 +51,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two ``(H, W)`` boolean masks; 1.0 when both are empty."""
-    a, b = a.astype(bool), b.astype(bool)
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    """IoU of two ``(H, W)`` boolean masks; 1.0 when both are empty (:func:`steadyseg.accuracy.iou`, no void)."""
+    from steadyseg.accuracy import iou
+
+    return iou(a, b, void=None)
 
 
 def simplify_contours(mask: np.ndarray, rng: np.random.Generator, *, cut_rate: float = 0.1,

@@ -129,8 +129,6 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
         void: optional ``(H, W)`` bool, pixels written as 255 (label formats only).
         palette: the palette of a ``palette-ids`` input (``PIL.Image.getpalette()``).
     """
-    from PIL import Image
-
     from steadyseg.files import atomic_path
 
     path = Path(path)
@@ -142,26 +140,12 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
             with open(tmp, "wb") as f:
                 np.save(f, q.astype(np.float32))
         return out
+    from steadyseg.datasets.masks import write_label_png
+
     labels = np.argmax(probs, axis=0)
     if void is not None:
         labels = np.where(void, 255, labels)
-    out = path.with_suffix(".png")
-    if reading == "davis2016-binary":
-        if labels[labels != 255].max(initial=0) > 1:
-            raise ValueError(f"{out}: davis2016-binary output needs 2 classes, got labels up to {labels.max()}")
-        img = Image.fromarray(np.where(labels == 1, 255, 0).astype(np.uint8), mode="L")
-    elif reading == "palette-ids":
-        img = Image.fromarray(labels.astype(np.uint8), mode="P")
-        if palette is not None:
-            img.putpalette(palette)
-    elif reading == "label-png":
-        dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
-        img = Image.fromarray(labels.astype(dtype))
-    else:
-        raise ValueError(f"unknown mask reading {reading!r}")
-    with atomic_path(out) as tmp:
-        img.save(tmp, format="PNG")
-    return out
+    return write_label_png(path.with_suffix(".png"), labels, reading=reading, palette=palette)
 
 
 def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike, *, method: str,

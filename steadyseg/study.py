@@ -597,13 +597,6 @@ def _encode_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def mask_to_file_values(mask: np.ndarray, *, binary: bool) -> np.ndarray:
-    """Labels → PNG values: binary masks {0, 1} → DAVIS {0, 255}; other label maps are written as they are."""
-    if binary:
-        return np.where(mask == 1, 255, 0).astype(np.uint8)
-    return mask.astype(np.uint8)
-
-
 def overlay(frame: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
     """An ``(H, W, 3) uint8`` frame with objects tinted red and their boundaries drawn in yellow.
 
@@ -738,6 +731,7 @@ def main_make_grid(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from steadyseg.files import atomic_write_bytes, atomic_write_json, atomic_write_text, save_resolved_config
+    from steadyseg.datasets.masks import write_label_png
 
     masks_dir, frames_dir, out = Path(args.masks), Path(args.frames), Path(args.out)
     if args.max_frames is not None and args.max_frames < 1:
@@ -766,7 +760,7 @@ def main_make_grid(args: argparse.Namespace) -> int:
     for (i, j), seq in tqdm(cells.items(), desc="writing masks"):
         folder = out / cell_name(i, j)
         for t, m in enumerate(seq):
-            atomic_write_bytes(folder / f"{names[t]}.png", _encode_png(mask_to_file_values(m, binary=binary)))
+            write_label_png(folder / f"{names[t]}.png", m, reading="davis2016-binary" if binary else "label-png")
         videos[f"{name}/{cell_name(i, j)}"] = {
             "accuracy_level": i, "consistency_level": j, "erosion_px": erosion_levels[i],
             "displacement_px": displacement_levels[j], "path": cell_name(i, j)}

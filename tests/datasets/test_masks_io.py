@@ -149,3 +149,33 @@ def test_errors(tmp_path):
     np.save(tmp_path / "1.npy", np.zeros((2, 4, 4), np.float32))
     with pytest.raises(ValueError, match="both PNG masks and .npy"):
         open_masks(tmp_path)
+
+
+def test_write_label_png_round_trips_each_reading(tmp_path):
+    from PIL import Image
+
+    from steadyseg.datasets.masks import open_masks, write_label_png
+
+    labels = np.zeros((6, 8), np.int32)
+    labels[1:4, 2:5] = 1
+    write_label_png(tmp_path / "bin" / "00000.png", labels, reading="davis2016-binary")
+    stack = open_masks(tmp_path / "bin")
+    assert stack.reading == "davis2016-binary" and np.array_equal(stack[0], labels)
+
+    ids = labels.copy()
+    ids[5, :] = 2
+    ids[0, 0] = 255
+    palette = [0, 0, 0, 200, 10, 10, 10, 200, 10] + [0] * (768 - 9)
+    write_label_png(tmp_path / "pal" / "00000.png", ids, reading="palette-ids", palette=palette)
+    assert Image.open(tmp_path / "pal" / "00000.png").getpalette()[:9] == palette[:9]
+    stack = open_masks(tmp_path / "pal")
+    assert stack.reading == "palette-ids" and np.array_equal(stack[0], ids)
+
+    big = labels * 300
+    path = write_label_png(tmp_path / "lab" / "00000.png", big, reading="label-png")
+    assert np.array(Image.open(path)).max() == 300
+
+    with pytest.raises(ValueError, match="needs 2 classes"):
+        write_label_png(tmp_path / "x.png", ids, reading="davis2016-binary")
+    with pytest.raises(ValueError, match="soft-probs"):
+        write_label_png(tmp_path / "x.png", labels, reading="soft-probs")
