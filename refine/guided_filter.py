@@ -3,6 +3,9 @@
 Everything here is plain numpy + OpenCV (no torch): spatial box means are ``cv2.boxFilter`` (normalised,
 ``BORDER_REFLECT``: ``fedcba|abcdef``), temporal box sums are running sums over a window of frames, so the cost
 per frame does not depend on the spatial radius ``radius`` nor on the temporal radius ``temporal_radius``.
+Speed: box-filter outputs go into recycled buffers, the running sums drop and add a frame in one cache-tiled pass,
+the per-pixel solve is done in place on cache-sized row tiles in float32, and the weighted filter's stage-2 weight
+sum ``box3d(c)`` is taken from stage 1 instead of being box-filtered twice.
 
 Conventions
 -----------
@@ -36,7 +39,7 @@ frames) and holds ``O(rt)`` frames of state, independent of the video's length.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -66,12 +69,29 @@ def _check_radius(radius: int, name: str = "radius") -> int:
     return int(radius)
 
 
-def _box2d(x: np.ndarray, radius: int) -> np.ndarray:
-    """Normalised spatial box mean of one float32 (H, W) plane (BORDER_REFLECT)."""
+def _box2d(x: np.ndarray, radius: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Normalised spatial box mean of one float32 (H, W) plane (BORDER_REFLECT), into ``dst`` when given.
+
+    ``dst`` (float32 (H, W), not ``x``) lets the caller recycle buffers: fresh 1.6 MB arrays per plane and frame
+    cost page faults that are a sizeable share of the box filter itself.
+    """
     if radius == 0:
-        return x.copy()
+        if dst is None:
+            return x.copy()
+        np.copyto(dst, x)
+        return dst
     k = 2 * radius + 1
-    return cv2.boxFilter(x, -1, (k, k), normalize=True, borderType=_BORDER)
+    if dst is None:
+        return cv2.boxFilter(x, -1, (k, k), normalize=True, borderType=_BORDER)
+    return cv2.boxFilter(x, -1, (k, k), dst=dst, normalize=True, borderType=_BORDER)
+
+
+def _box_planes(planes: Sequence[np.ndarray], radius: int, spare: tuple[np.ndarray, ...] | None
+                ) -> tuple[np.ndarray, ...]:
+    """``_box2d`` of each plane, written into the recycled buffers ``spare`` when there are any."""
+    if spare is None:
+        return tuple(_box2d(x, radius) for x in planes)
+    return tuple(_box2d(x, radius, d) for x, d in zip(planes, spare))
 
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
@@ -121,12 +141,27 @@ def box_mean_3d(x: np.ndarray, radius: int, temporal_radius: int) -> np.ndarray:
     return out
 
 
+_SUM_ROWS = 32  # row tile of the fused running-sum update (its 3 tiles stay in the 1 MB L2 cache)
+
+
+def _sub_add(sums: list[np.ndarray], old: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...]) -> None:
+    """``s -= o; s += n`` for each plane, row tile by row tile (in place in ``sums``)."""
+    H = sums[0].shape[0]
+    for r0 in range(0, H, _SUM_ROWS):
+        sl = slice(r0, r0 + _SUM_ROWS)
+        for s, o, n in zip(sums, old, new):
+            st = s[sl]
+            st -= o[sl]
+            st += n[sl]
+
+
 class _WindowSum:
     """Running sum over a sliding temporal window of per-frame tuples of arrays (the window is centred).
 
     ``push(t, item)`` adds frame ``t`` (frames arrive in order 0, 1, 2, ...); ``sum_for(center)`` drops frames
     older than ``center - rt`` and returns ``(sums, n_frames)`` over the frames ``center - rt ... center + rt``
-    that have been pushed. Memory: at most ``2 rt + 1`` items.
+    that have been pushed. Memory: at most ``2 rt + 1`` items, plus one dropped item kept for reuse as the
+    output buffers of the next frame's box filters (:meth:`take_spare`), so the steady state allocates nothing.
     """
 
     def __init__(self, temporal_radius: int):
@@ -134,17 +169,33 @@ class _WindowSum:
         self.items: deque[tuple[int, tuple[np.ndarray, ...]]] = deque()
         self.sums: list[np.ndarray] | None = None
         self._since_resum = 0
+        self._spare: tuple[np.ndarray, ...] | None = None  # the last dropped item, for reuse as a buffer
+
+    def take_spare(self, t: int) -> tuple[np.ndarray, ...] | None:
+        """Arrays of an item dropped earlier (no longer referenced by the window), for the caller to overwrite
+        with frame ``t`` before ``push(t, ...)``; None when there is none (the caller allocates)."""
+        spare, self._spare = self._spare, None
+        return spare
 
     def push(self, t: int, item: tuple[np.ndarray, ...]) -> None:
         if self.items and t != self.items[-1][0] + 1:
             raise RuntimeError(f"frames must arrive in order: got {t} after {self.items[-1][0]}")
-        self._drop_before(t - 2 * self.rt)
-        self.items.append((t, item))
+        t_min = t - 2 * self.rt
+        while len(self.items) > 1 and self.items[1][0] < t_min:
+            self._drop_before(self.items[1][0])
         if self.sums is None:
+            self._drop_before(t_min)
             self.sums = [a.copy() for a in item]
+        elif self.items and self.items[0][0] < t_min:
+            # steady state: drop the oldest frame and add the new one in one pass over cache-sized row tiles
+            # (same operations and order as subtract-then-add, less memory traffic)
+            _, old = self.items.popleft()
+            _sub_add(self.sums, old, item)
+            self._spare = old
         else:
             for s, a in zip(self.sums, item):
                 s += a
+        self.items.append((t, item))
         self._since_resum += 1
         if self._since_resum >= _RESUM_EVERY:
             self._resum()
@@ -154,6 +205,7 @@ class _WindowSum:
             _, old = self.items.popleft()
             for s, a in zip(self.sums, old):
                 s -= a
+            self._spare = old
 
     def _resum(self) -> None:
         self._since_resum = 0
@@ -174,6 +226,7 @@ class _WindowSum:
         self.items.clear()
         self.sums = None
         self._since_resum = 0
+        self._spare = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,21 +292,14 @@ def _check_guide_frame(guide: np.ndarray, shape: tuple[int, int], where: str) ->
     return guide
 
 
-def _guide_products(guide: np.ndarray) -> list[np.ndarray]:
-    """Per-pixel products of a guide frame: gray -> [I, I*I]; colour -> [I0, I1, I2, I00, I01, I02, I11, I12, I22]."""
-    if guide.ndim == 2:
-        return [guide, guide * guide]
-    ch = [np.ascontiguousarray(guide[..., i]) for i in range(3)]
-    return ch + [ch[i] * ch[j] for i in range(3) for j in range(i, 3)]
-
-
 class _ClassState:
     """Temporal state of one filtered channel (one class) inside :class:`GuidedFilter3d`."""
 
     def __init__(self, temporal_radius: int):
         self.stage1 = _WindowSum(temporal_radius)
         self.stage2 = _WindowSum(temporal_radius)
-        self.weights: deque[tuple[int, np.ndarray | None]] = deque()  # c at frames awaiting stage 2
+        self.weights: deque[tuple[int, np.ndarray | None]] = deque()  # c at frames awaiting stage 1's fit
+        self.norms: deque[tuple[int, np.ndarray]] = deque()  # weighted: 1 / box3d(c) at frames awaiting stage 2
 
 
 class GuidedFilter3d:
@@ -298,6 +344,7 @@ class GuidedFilter3d:
         self._classes: list[_ClassState] = []
         self._guides: deque[tuple[int, np.ndarray]] = deque()
         self._guide_sums = _WindowSum(self.temporal_radius)  # unweighted: box sums of the guide, shared by classes
+        self._buffers: dict[str, np.ndarray] = {}  # reusable work planes (see _scratch)
 
     # -- public API -------------------------------------------------------------------------------------------
     def step(self, guide: np.ndarray, src: np.ndarray, *, weights: np.ndarray | None = None) -> np.ndarray | None:
@@ -352,26 +399,53 @@ class GuidedFilter3d:
         return [o[0] for o in outs] if self._shape[3] else outs
 
     # -- internals ---------------------------------------------------------------------------------------------
+    def _scratch(self, name: str, n: int, shape: tuple[int, int]) -> np.ndarray:
+        """A reusable float32 ``(n, H, W)`` work buffer (contents are overwritten by every user)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != (n,) + shape:
+            buf = self._buffers[name] = np.empty((n,) + shape, np.float32)
+        return buf
+
     def _push(self, t: int, guide: np.ndarray, src: np.ndarray, weights: np.ndarray | None) -> None:
         r = self.radius
-        prods = _guide_products(guide)
-        self._guides.append((t, prods[:1] if guide.ndim == 2 else prods[:3]))
+        hw = src.shape[1:]
         if guide.ndim == 2:
-            ip = lambda p: [guide * p]  # noqa: E731
+            ch = [np.ascontiguousarray(guide)]
         else:
-            ip = lambda p: [prods[i] * p for i in range(3)]  # noqa: E731
+            ch = list(cv2.split(np.ascontiguousarray(guide)))  # contiguous channel planes
+        self._guides.append((t, ch))
+        pairs = [(i, j) for i in range(len(ch)) for j in range(i, len(ch))]
         if weights is None:
-            self._guide_sums.push(t, tuple(_box2d(g, r) for g in prods))
+            # guide statistics are class-independent: one set of box sums per frame, shared by all classes
+            gbuf = self._scratch("guide", len(pairs), hw)
+            for k, (i, j) in enumerate(pairs):
+                np.multiply(ch[i], ch[j], out=gbuf[k])
+            spare = self._guide_sums.take_spare(t)
+            self._guide_sums.push(t, _box_planes(ch + list(gbuf), r, spare))
+            pbuf = self._scratch("ip", len(ch), hw)
             for k, state in enumerate(self._classes):
                 p = src[k]
-                state.stage1.push(t, tuple(_box2d(x, r) for x in [p] + ip(p)))
+                for i, g in enumerate(ch):
+                    np.multiply(g, p, out=pbuf[i])
+                spare = state.stage1.take_spare(t)
+                state.stage1.push(t, _box_planes([p] + list(pbuf), r, spare))
                 state.weights.append((t, None))
         else:
+            n = len(ch)
+            buf = self._scratch("weighted", 2 * n + len(pairs) + 1, hw)
+            c_ch, c_pairs, c_p, c_ip = buf[:n], buf[n:n + len(pairs)], buf[n + len(pairs)], buf[n + len(pairs) + 1:]
             for k, state in enumerate(self._classes):
                 c, p = weights[k], src[k]
-                cp = c * p
-                planes = [c] + [c * g for g in prods] + [cp] + ip(cp)
-                state.stage1.push(t, tuple(_box2d(x, r) for x in planes))
+                for i, g in enumerate(ch):
+                    np.multiply(c, g, out=c_ch[i])
+                for q, (i, j) in enumerate(pairs):
+                    np.multiply(c_ch[i], ch[j], out=c_pairs[q])
+                np.multiply(c, p, out=c_p)
+                for i, g in enumerate(ch):
+                    np.multiply(c_p, g, out=c_ip[i])
+                planes = [c] + list(c_ch) + list(c_pairs) + [c_p] + list(c_ip)
+                spare = state.stage1.take_spare(t)
+                state.stage1.push(t, _box_planes(planes, r, spare))
                 state.weights.append((t, c))
 
     def _stage1(self, center: int) -> None:
@@ -387,8 +461,13 @@ class GuidedFilter3d:
             sums, n = state.stage1.sum_for(center)
             tc, c = state.weights.popleft()
             assert tc == center
-            planes = _fit_planes(sums, gsums, inv_n, c, self.eps, colour)
-            state.stage2.push(center, tuple(_box2d(x, r) for x in planes))
+            planes = self._scratch("fit", 4 if colour else 2, sums[0].shape)
+            inv_w = _fit_planes(sums, gsums, inv_n, c, self.eps, colour, planes)
+            if weighted:
+                # the stage-2 weight sum box3d(c) at `center` is exactly stage 1's: keep 1 / box3d(c) for it
+                state.norms.append((center, inv_w))
+            spare = state.stage2.take_spare(center)
+            state.stage2.push(center, _box_planes(planes, r, spare))
 
     def _stage2(self, target: int) -> np.ndarray:
         """Output of frame ``target`` (coefficients up to ``target + rt`` are in)."""
@@ -397,101 +476,135 @@ class GuidedFilter3d:
             self._guides.popleft()
         tg, guide = self._guides[0]  # list of the guide's channel planes
         assert tg == target
-        outs = []
-        for state in self._classes:
+        shape = (len(self._classes),) + guide[0].shape
+        out = np.empty(shape, np.float32)
+        tmp = self._scratch("out", 1, guide[0].shape)[0]
+        for k, state in enumerate(self._classes):
             sums, n = state.stage2.sum_for(target)
             if weighted:
-                inv = 1.0 / np.maximum(sums[-1], np.float32(1e-12))
-                sums = sums[:-1]
+                tn, inv = state.norms.popleft()
+                assert tn == target
             else:
                 inv = np.float32(1.0 / n)
-            q = sums[-1].copy()
-            for a_sum, g in zip(sums[:-1], guide):
-                q += a_sum * g
+            q = out[k]
+            np.multiply(sums[0], guide[0], out=q)
+            for a_sum, g in zip(sums[1:-1], guide[1:]):
+                np.multiply(a_sum, g, out=tmp)
+                q += tmp
+            q += sums[-1]
             q *= inv
-            outs.append(q)
         self._emitted = target + 1
-        return np.stack(outs).astype(np.float32, copy=False)
+        return out
 
 
 _TILE_ROWS = 32  # pointwise work is done in row tiles that stay in the CPU cache (about 2x faster than whole planes)
 
 
 def _fit_planes(sums: list[np.ndarray], gsums: list[np.ndarray] | None, inv_n: np.float32 | None,
-                c: np.ndarray | None, eps: float, colour: bool) -> list[np.ndarray]:
-    """Stage-1 window sums of one frame -> the planes that stage 2 box-filters.
+                c: np.ndarray | None, eps: float, colour: bool, out: np.ndarray) -> np.ndarray | None:
+    """Stage-1 window sums of one frame -> the planes that stage 2 box-filters, written into ``out``.
 
     Unweighted (``c`` None): ``sums = [S_p, S_Ip...]``, ``gsums`` the guide's window sums, ``inv_n = 1 / frames``;
-    returns ``[a..., b]``. Weighted: ``sums = [S_c, S_cI..., S_cII..., S_cp, S_cIp...]`` (``gsums`` unused);
-    returns ``[c a..., c b, c]``.
+    fills ``out`` (float32 ``(3 + 1, H, W)`` colour, ``(2, H, W)`` gray) with ``[a..., b]`` and returns None.
+    Weighted: ``sums = [S_c, S_cI..., S_cII..., S_cp, S_cIp...]`` (``gsums`` unused); fills ``out`` with
+    ``[c a..., c b]`` and returns a new float32 ``(H, W)`` plane ``1 / max(S_c, 1e-12)``.
     """
-    ng = 9 if colour else 2
     H, W = sums[0].shape
-    n_out = (3 if colour else 1) + 1 + (c is not None)
-    out = [np.empty((H, W), np.float32) for _ in range(n_out)]
+    na = 3 if colour else 1
+    weighted = c is not None
+    inv_w_full = np.empty((H, W), np.float32) if weighted else None
+    n_means = (len(sums) - 1) if weighted else (len(gsums) + len(sums))
+    mbuf = np.empty((n_means, _TILE_ROWS, W), np.float32)
+    tbuf = np.empty((8, _TILE_ROWS, W), np.float32)
+    stats = list(sums[1:]) if weighted else list(gsums) + list(sums)  # [I..., II..., p, Ip...] (weighted: c *)
     for r0 in range(0, H, _TILE_ROWS):
-        sl = slice(r0, r0 + _TILE_ROWS)
-        if c is None:
-            g_means = [s[sl] * inv_n for s in gsums]
-            p_means = [s[sl] * inv_n for s in sums]
+        r1 = min(H, r0 + _TILE_ROWS)
+        sl = slice(r0, r1)
+        h = r1 - r0
+        if weighted:
+            scale = inv_w_full[sl]
+            np.maximum(sums[0][sl], np.float32(1e-12), out=scale)
+            np.divide(np.float32(1.0), scale, out=scale)
         else:
-            inv_w = 1.0 / np.maximum(sums[0][sl], np.float32(1e-12))
-            g_means = [s[sl] * inv_w for s in sums[1:1 + ng]]
-            p_means = [s[sl] * inv_w for s in sums[1 + ng:]]
-        a, b = _solve_coefficients(g_means, p_means, eps, colour)
-        if c is None:
-            for o, x in zip(out, a + [b]):
-                o[sl] = x
-        else:
-            ct = c[sl]
-            for o, x in zip(out, a + [b]):
-                np.multiply(x, ct, out=o[sl])
-            out[-1][sl] = ct
-    return out
+            scale = inv_n
+        m = [mbuf[j, :h] for j in range(n_means)]
+        for mj, s in zip(m, stats):
+            np.multiply(s[sl], scale, out=mj)
+        a = [out[j, sl] for j in range(na)]
+        b = out[na, sl]
+        ct = c[sl] if weighted else None
+        _solve_coefficients_into(m, eps, colour, a, b, [tbuf[j, :h] for j in range(8)], scale=ct)
+    return inv_w_full
 
 
-def _solve_coefficients(g: list[np.ndarray], p: list[np.ndarray], eps: float,
-                        colour: bool) -> tuple[list[np.ndarray], np.ndarray]:
-    """Linear coefficients of the guided filter from (weighted) window means.
+def _solve_coefficients_into(m: list[np.ndarray], eps: float, colour: bool, a: list[np.ndarray], b: np.ndarray,
+                             tmp: list[np.ndarray], scale: np.ndarray | None = None) -> None:
+    """Linear coefficients of the guided filter from (weighted) window means, in place (float32 throughout).
 
-    gray: ``g = [m_I, m_II]``, ``p = [m_p, m_Ip]`` -> ``a = (m_Ip - m_I m_p) / (m_II - m_I^2 + eps)``.
-    colour: ``g = [m_I0..2, m_I00, m_I01, m_I02, m_I11, m_I12, m_I22]``, ``p = [m_p, m_I0p, m_I1p, m_I2p]``;
+    gray: ``m = [m_I, m_II, m_p, m_Ip]`` -> ``a = (m_Ip - m_I m_p) / (m_II - m_I^2 + eps)``.
+    colour: ``m = [m_I0..2, m_I00, m_I01, m_I02, m_I11, m_I12, m_I22, m_p, m_I0p, m_I1p, m_I2p]``;
     ``a = (Sigma + eps Id)^-1 cov(I, p)`` solved per pixel in closed form (adjugate / determinant).
-    Returns ``([a...], b)`` with ``b = m_p - a . m_I``.
+    Writes ``a`` (list of 1 or 3 planes) and ``b = m_p - a . m_I``, both multiplied by ``scale`` when given
+    (the weighted filter's ``c``); ``m`` is overwritten, ``tmp`` is 8 work planes of the same shape.
     """
-    mp = p[0]
-    if not colour:
-        mi, mii = g
-        var = mii - mi * mi
-        var += np.float32(eps)
-        a = p[1] - mi * mp
-        a /= var
-        b = mp - a * mi
-        return [a], b
-    m0, m1, m2, s00, s01, s02, s11, s12, s22 = g
+    mul = np.multiply
     e = np.float32(eps)
-    a00 = s00 - m0 * m0 + e
-    a01 = s01 - m0 * m1
-    a02 = s02 - m0 * m2
-    a11 = s11 - m1 * m1 + e
-    a12 = s12 - m1 * m2
-    a22 = s22 - m2 * m2 + e
-    c0 = p[1] - m0 * mp
-    c1 = p[2] - m1 * mp
-    c2 = p[3] - m2 * mp
+    t0 = tmp[0]
+    if not colour:
+        mi, mii, mp, mip = m
+        mul(mi, mi, out=t0)
+        mii -= t0
+        mii += e
+        mul(mi, mp, out=t0)
+        np.subtract(mip, t0, out=a[0])
+        a[0] /= mii
+        mul(a[0], mi, out=t0)
+        np.subtract(mp, t0, out=b)
+        if scale is not None:
+            a[0] *= scale
+            b *= scale
+        return
+    m0, m1, m2, s00, s01, s02, s11, s12, s22, mp, q0, q1, q2 = m
+    # covariance + eps Id (in place of the second moments), cov(I, p) (in place of the mean of I p)
+    for s, x, y, reg in ((s00, m0, m0, True), (s01, m0, m1, False), (s02, m0, m2, False),
+                         (s11, m1, m1, True), (s12, m1, m2, False), (s22, m2, m2, True)):
+        mul(x, y, out=t0)
+        s -= t0
+        if reg:
+            s += e
+    for q, x in ((q0, m0), (q1, m1), (q2, m2)):
+        mul(x, mp, out=t0)
+        q -= t0
     # adjugate of the symmetric 3x3 matrix
-    i00 = a11 * a22 - a12 * a12
-    i01 = a02 * a12 - a01 * a22
-    i02 = a01 * a12 - a02 * a11
-    i11 = a00 * a22 - a02 * a02
-    i12 = a01 * a02 - a00 * a12
-    i22 = a00 * a11 - a01 * a01
-    inv_det = 1.0 / (a00 * i00 + a01 * i01 + a02 * i02)
-    x0 = (i00 * c0 + i01 * c1 + i02 * c2) * inv_det
-    x1 = (i01 * c0 + i11 * c1 + i12 * c2) * inv_det
-    x2 = (i02 * c0 + i12 * c1 + i22 * c2) * inv_det
-    b = mp - x0 * m0 - x1 * m1 - x2 * m2
-    return [x0, x1, x2], b
+    t1, i00, i01, i02, i11, i12, i22 = tmp[1:8]
+    for dst, (x, y), (u, v) in ((i00, (s11, s22), (s12, s12)), (i01, (s02, s12), (s01, s22)),
+                                (i02, (s01, s12), (s02, s11)), (i11, (s00, s22), (s02, s02)),
+                                (i12, (s01, s02), (s00, s12)), (i22, (s00, s11), (s01, s01))):
+        mul(x, y, out=dst)
+        mul(u, v, out=t0)
+        dst -= t0
+    inv_det = t1
+    mul(s00, i00, out=inv_det)
+    mul(s01, i01, out=t0)
+    inv_det += t0
+    mul(s02, i02, out=t0)
+    inv_det += t0
+    np.divide(np.float32(1.0), inv_det, out=inv_det)
+    if scale is None:
+        np.copyto(b, mp)
+    else:  # c a = adj cov * (c / det) and c b = c m_p - (c a) . m_I
+        inv_det *= scale
+        mul(mp, scale, out=b)
+    for x, (u, v, w), mi in ((a[0], (i00, i01, i02), m0), (a[1], (i01, i11, i12), m1),
+                             (a[2], (i02, i12, i22), m2)):
+        mul(u, q0, out=x)
+        mul(v, q1, out=t0)
+        x += t0
+        mul(w, q2, out=t0)
+        x += t0
+        x *= inv_det
+        mul(x, mi, out=t0)
+        b -= t0
 
 
 # ----------------------------------------------------------------------------------------------------------------
