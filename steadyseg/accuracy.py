@@ -36,6 +36,17 @@ def _fg(mask: Any, *, void: int | None, where: str) -> tuple[np.ndarray, np.ndar
     return m != 0, None
 
 
+def _fg_pair(pred: Any, gt: Any, *, void: int | None, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground maps of a prediction and its ground truth, with the GT's void pixels removed from both."""
+    p, _ = _fg(pred, void=void, where=f"{where}: pred")
+    g, gv = _fg(gt, void=void, where=f"{where}: gt")
+    if p.shape != g.shape:
+        raise ValueError(f"{where}: shapes differ: pred {p.shape}, gt {g.shape}")
+    if gv is not None:
+        p = p & ~gv
+    return p, g
+
+
 def iou(pred: Any, gt: Any, *, void: int | None = VOID) -> float:
     """Intersection over union of two binary masks (DAVIS ``J``).
 
@@ -46,12 +57,7 @@ def iou(pred: Any, gt: Any, *, void: int | None = VOID) -> float:
     Returns:
         IoU in [0, 1]; 1.0 when both masks are empty.
     """
-    p, _ = _fg(pred, void=void, where="iou: pred")
-    g, gv = _fg(gt, void=void, where="iou: gt")
-    if p.shape != g.shape:
-        raise ValueError(f"iou: shapes differ: pred {p.shape}, gt {g.shape}")
-    if gv is not None:
-        p = p & ~gv
+    p, g = _fg_pair(pred, gt, void=void, where="iou")
     union = np.count_nonzero(p | g)
     if union == 0:
         return 1.0
@@ -84,12 +90,7 @@ def boundary_f(pred: Any, gt: Any, *, bound_th: float = 0.008, void: int | None 
     Returns:
         F in [0, 1]; 1.0 when both boundaries are empty, 0.0 when only one is.
     """
-    p, _ = _fg(pred, void=void, where="boundary_f: pred")
-    g, gv = _fg(gt, void=void, where="boundary_f: gt")
-    if p.shape != g.shape:
-        raise ValueError(f"boundary_f: shapes differ: pred {p.shape}, gt {g.shape}")
-    if gv is not None:
-        p = p & ~gv
+    p, g = _fg_pair(pred, gt, void=void, where="boundary_f")
     bp = mask_boundary(p)
     bg = mask_boundary(g)
     n_p, n_g = int(bp.sum()), int(bg.sum())
