@@ -59,6 +59,26 @@ def _hash_frame(frame: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def decode_image_rgb(data: bytes, *, source: str | os.PathLike) -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, ...) to ``(H, W, 3) uint8`` RGB; ``source`` names the file in errors."""
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{source}: cannot decode image (corrupt or unsupported format)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as ``(H, W, 3) uint8`` RGB, with errors that name the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
+    return decode_image_rgb(data, source=path)
+
+
 class VideoFrames(Sequence):
     """A lazy, indexable sequence of RGB frames.
 
@@ -134,12 +154,9 @@ class VideoFrames(Sequence):
     # -- readers -----------------------------------------------------------------------------------------------
     def _read_file(self, j: int) -> np.ndarray:
         path = self._files[j]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: frame file disappeared after the video was opened")
-            raise ValueError(f"{path}: cannot decode image (corrupt or unsupported format)")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: frame file disappeared after the video was opened")
+        return read_image_rgb(path)
 
     def _read_video(self, j: int) -> np.ndarray:
         with self._lock:  # one capture per object; threads take turns

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from steadyseg.datasets.video import read_image_rgb
 from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
 from steadyseg.refine.cascadepsp import CHECKPOINT_FORMAT, CascadePSPNet, build_cascadepsp
 from steadyseg.refine.cascadepsp_refiner import IMAGENET_MEAN, IMAGENET_STD
@@ -125,13 +126,6 @@ class RefineSample:
     image: str
     load_mask: Callable[[], np.ndarray]
     name: str
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    im = cv2.imread(path, cv2.IMREAD_COLOR)
-    if im is None:
-        raise FileNotFoundError(f"{path}: cannot read image")
-    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
 
 def _read_mask(path: str) -> np.ndarray:
@@ -269,7 +263,7 @@ class RefineTrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(index)])
         s = self.samples[int(rng.integers(0, len(self.samples)))]
-        im = _read_rgb(s.image)
+        im = read_image_rgb(s.image)
         m = s.load_mask()
         if m.shape != im.shape[:2]:
             raise ValueError(f"{s.name}: mask shape {m.shape} differs from image shape {im.shape[:2]}")

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import cv2
 import numpy as np
 
 from steadyseg import files
@@ -221,10 +220,9 @@ def read_image_rgb(path: Path) -> tuple[np.ndarray, str]:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except OSError as exc:
         raise OSError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: not a readable image (corrupt or unknown format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), hashlib.sha256(data).hexdigest()
+    from steadyseg.datasets.video import decode_image_rgb
+
+    return decode_image_rgb(data, source=path), hashlib.sha256(data).hexdigest()
 
 
 def process_shard(task: dict[str, Any], refiner: Any = None) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(synth, tmp_path):
     errors = {f["id"]: f["error"] for f in record["failures"]}
     assert set(errors) == {1001, 1002, 1003, 1004, 1005}
     assert "missing.png: image file not found" in errors[1001] and "annotation 1001" in errors[1001]
-    assert "garbage.png: not a readable image" in errors[1002]
+    assert "garbage.png: cannot decode image" in errors[1002]
     assert "annotation 1003" in errors[1003] and "fewer than 3 points" in errors[1003]
     assert "annotation 1004" in errors[1004] and "outside the image" in errors[1004]
     assert "annotation 1005" in errors[1005] and "unknown image id 777" in errors[1005]
