@@ -132,8 +132,11 @@ def plot(results: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper right")
     n_frames = sorted({results[s]["frames"] for s in seqs})
+    total = sum(results[s]["frames"] for s in seqs)
+    extent = (f"{n_frames[0]} frames each" if len(n_frames) == 1
+              else f"{n_frames[0]}–{n_frames[-1]} frames per sequence, {total} in all")
     fig.suptitle(f"DAVIS 2016, OSVOS per-frame masks, mean over {len(seqs)} sequences "
-                 f"(first {n_frames[-1]} frames, DIS-medium flow, K=3)")
+                 f"({extent}, DIS-medium flow, K=3)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
