@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from steadyseg.datasets.video import list_image_files
+from steadyseg.datasets.video import list_image_files, sequence_index
 
 VOID = 255
 READINGS = ("davis2016-binary", "palette-ids", "label-png", "soft-probs")
@@ -94,13 +94,7 @@ class MaskStack(Sequence):
         return len(self.names)
 
     def _index(self, i) -> int:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"mask index must be an int, got {type(i).__name__}")
-        n = len(self)
-        j = int(i) + n if i < 0 else int(i)
-        if not 0 <= j < n:
-            raise IndexError(f"mask index {i} out of range for {n} masks of {self.source}")
-        return j
+        return sequence_index(i, len(self), what="mask", source=self.source)
 
     def _where(self, j: int) -> str:
         return str(self._files[j]) if self._files is not None else f"{self.source} [frame {j}]"

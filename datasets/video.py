@@ -59,6 +59,16 @@ def _hash_frame(frame: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def sequence_index(i, n: int, *, what: str, source) -> int:
+    """Validate an int index (negative counts from the end) into ``n`` items of ``source``; returns 0 ≤ j < n."""
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"{what} index must be an int, got {type(i).__name__}")
+    j = int(i) + n if i < 0 else int(i)
+    if not 0 <= j < n:
+        raise IndexError(f"{what} index {i} out of range for {n} {what}s of {source}")
+    return j
+
+
 def decode_image_rgb(data: bytes, *, source: str | os.PathLike) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to ``(H, W, 3) uint8`` RGB; ``source`` names the file in errors."""
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -67,16 +77,20 @@ def decode_image_rgb(data: bytes, *, source: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file as ``(H, W, 3) uint8`` RGB, with errors that name the file."""
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The encoded bytes of an image file, with errors that name the file."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except OSError as exc:
         raise OSError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
-    return decode_image_rgb(data, source=path)
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as ``(H, W, 3) uint8`` RGB, with errors that name the file."""
+    return decode_image_rgb(read_image_bytes(path), source=path)
 
 
 class VideoFrames(Sequence):
@@ -110,13 +124,7 @@ class VideoFrames(Sequence):
         return len(self.names)
 
     def _index(self, i) -> int:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"frame index must be an int, got {type(i).__name__}")
-        n = len(self)
-        j = int(i) + n if i < 0 else int(i)
-        if not 0 <= j < n:
-            raise IndexError(f"frame index {i} out of range for {n} frames of {self.source}")
-        return j
+        return sequence_index(i, len(self), what="frame", source=self.source)
 
     def __getitem__(self, i) -> np.ndarray:
         j = self._index(i)

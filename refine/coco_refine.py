@@ -214,14 +214,9 @@ def _worker_refiner(name: str, kwargs: dict[str, Any]) -> Any:
 
 def read_image_rgb(path: Path) -> tuple[np.ndarray, str]:
     """Read an image file as (H, W, 3) uint8 RGB and the sha256 of its bytes; clear errors naming the file."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
-    except OSError as exc:
-        raise OSError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
-    from steadyseg.datasets.video import decode_image_rgb
+    from steadyseg.datasets.video import decode_image_rgb, read_image_bytes
 
+    data = read_image_bytes(path)
     return decode_image_rgb(data, source=path), hashlib.sha256(data).hexdigest()
 
 
