@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 
 from steadyseg.datasets.video import list_image_files, sequence_index
+from steadyseg.labels import VOID
 
-VOID = 255
 READINGS = ("davis2016-binary", "palette-ids", "label-png", "soft-probs")
 
 __all__ = ["MaskStack", "open_masks", "check_matching", "write_label_png", "VOID", "READINGS", "labels_to_onehot"]

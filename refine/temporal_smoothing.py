@@ -16,23 +16,9 @@ from collections import deque
 
 import numpy as np
 
+from steadyseg.kernels import gaussian_kernel, gaussian_radius
+
 __all__ = ["gaussian_radius", "gaussian_kernel", "temporal_gaussian", "TemporalGaussian"]
-
-
-def gaussian_radius(sigma: float, truncate: float = 3.0) -> int:
-    """Kernel radius in frames, ``int(truncate * sigma + 0.5)`` (as ``scipy.ndimage.gaussian_filter1d``)."""
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0 frames, got {sigma}")
-    if not truncate > 0:
-        raise ValueError(f"truncate must be > 0, got {truncate}")
-    return int(truncate * float(sigma) + 0.5)
-
-
-def gaussian_kernel(sigma: float, truncate: float = 3.0) -> np.ndarray:
-    """Unnormalised Gaussian weights for offsets ``-radius ... radius`` (float64, centre weight 1)."""
-    r = gaussian_radius(sigma, truncate)
-    d = np.arange(-r, r + 1, dtype=np.float64)
-    return np.exp(-0.5 * (d / float(sigma)) ** 2)
 
 
 class TemporalGaussian:

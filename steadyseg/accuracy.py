@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from steadyseg.warp import warp_and_valid
+from steadyseg.labels import VOID
 
-VOID = 255
 
 __all__ = ["iou", "boundary_f", "davis_scores", "mean_video_consistency", "temporal_consistency_tc",
            "mask_boundary"]

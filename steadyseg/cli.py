@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +31,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
     "run": ("steadyseg.manifest", "run a YAML manifest from manifests/"),
 }
+
+
+def set_flags(args: argparse.Namespace, names: Iterable[str] | Mapping[str, str]) -> dict[str, Any]:
+    """The flags the user set, as keyword arguments for a library call.
+
+    CLI flags default to ``None`` so that the library keeps the only defaults; this forwards exactly the flags that
+    were given. ``names`` lists attribute names (keyword = attribute) or maps attribute -> keyword, e.g.
+    ``set_flags(args, {"temporal_radius": "temporal_radius", "no_weights": "weighted"})``. A name the parser does
+    not define raises ``AttributeError`` (a typo must not silently drop a flag).
+
+    Returns:
+        ``{keyword: value}`` for each listed attribute whose value is not ``None``.
+    """
+    mapping = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+    return {kw: getattr(args, attr) for attr, kw in mapping.items() if getattr(args, attr) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,6 @@ Choices made here (documented and tested):
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from collections import deque
@@ -35,9 +34,10 @@ from typing import Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from steadyseg.kernels import gaussian_kernel
+from steadyseg.labels import VOID
 from steadyseg.warp import WarpWorkspace, direction_counts, warp_and_valid
 
-VOID = 255
 
 __all__ = [
     "VOID", "boundary_count", "boundary_map", "InconsistencyResult", "inconsistency", "pair_inconsistency",
@@ -392,27 +392,20 @@ def flicker_map(masks: Sequence[Any], flows: FlowFn, t: int, *, window: int = 3,
 
 
 # ------------------------------------------------------------------------------------------------------ smoothness
-def _gaussian_weights(sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    k = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (k / sigma) ** 2)
-    return w / w.sum()
-
-
 def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: float = 1.0,
                normalizer: None | float | Sequence[Any] = None, num_classes: int | None = None,
                void: int = VOID, progress: bool = False) -> float:
     """Smoothness measure ``E_smooth`` (Eilertsen et al., generalised to labels by the paper).
 
     Each class's one-hot map (labels) or probability map is blurred along time with a Gaussian of ``sigma``
-    frames (truncated at 3σ, weights renormalised at the ends of the video), the argmax is taken (ties → the
+    frames (truncated at ``int(3σ + 0.5)`` frames, :func:`steadyseg.kernels.gaussian_kernel`; weights renormalised at the ends of the video), the argmax is taken (ties → the
     lowest class), and the pixels whose label differs from the frame's own label (argmax of its probabilities)
     are counted; the count is averaged over frames and divided by the median boundary count. Void pixels of a
     label map take no part: they add to no class and are not counted.
 
     Args:
         masks: T label maps (H, W) integer, or probabilities: a (T, C, H, W) float array or a sequence of
-            (C, H, W) float arrays (class axis first). Read once, in order; at most ``2·⌈3σ⌉ + 1`` frames held.
+            (C, H, W) float arrays (class axis first). Read once, in order; at most ``2·int(3σ + 0.5) + 1`` frames held.
         sigma: temporal standard deviation in frames (> 0).
         normalizer: as in :func:`inconsistency` (None → the masks' own median boundary count).
         num_classes: optional check for probabilities (C must match); for labels, classes above it raise.
@@ -422,7 +415,7 @@ def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: floa
     """
     if not sigma > 0:
         raise ValueError(f"smoothness: sigma must be > 0 frames, got {sigma}")
-    weights = _gaussian_weights(float(sigma))
+    weights = gaussian_kernel(float(sigma), normalize=True)
     radius = (len(weights) - 1) // 2
     it: Iterable[Any] = masks
     if progress:

@@ -43,10 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from steadyseg.labels import VOID
+
 EROSION_LEVELS: tuple[int, ...] = (0, 10, 20)
 DISPLACEMENT_LEVELS: tuple[float, ...] = (0.0, 4.0, 8.0)
 DISPLACEMENT_CELLS: tuple[int, int] = (4, 4)  # lattice cells (rows, cols) of the piecewise-affine warp
-VOID_LABEL = 255
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def erode_directional(mask: np.ndarray, n: int, direction: tuple[float, float] |
     kernel = np.zeros((2 * n + 1, 2 * n + 1), np.uint8)
     end = (int(round(n + n * dx)), int(round(n + n * dy)))
     cv2.line(kernel, (n, n), end, color=1, thickness=1, lineType=cv2.LINE_8)
-    labels = [int(v) for v in np.unique(mask) if v != 0 and v != VOID_LABEL]
+    labels = [int(v) for v in np.unique(mask) if v != 0 and v != VOID]
     for label in labels:
         obj = (mask == label).astype(np.uint8)
         # cv2.erode: dst(x) = min over kernel pixels k of src(x + k - anchor); anchor = centre, so the kernel
@@ -605,7 +606,7 @@ def overlay(frame: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> np.nd
     import cv2
 
     out = frame.astype(np.float32).copy()
-    fg = (mask != 0) & (mask != VOID_LABEL)
+    fg = (mask != 0) & (mask != VOID)
     out[fg] = (1 - alpha) * out[fg] + alpha * np.array([0, 0, 255], np.float32)
     out = out.astype(np.uint8)
     edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
