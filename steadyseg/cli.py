@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "refine-eval": ("steadyseg.refine.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
     "refine-train": ("steadyseg.refine.train_cli", "train or fine-tune the CascadePSP refiner"),
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
+    "coco-targets": ("steadyseg.datasets.coco_targets_cli", "semantic targets (palette PNGs) of a COCO file"),
     "run": ("steadyseg.manifest", "run a YAML manifest from manifests/"),
 }
 
