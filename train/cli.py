@@ -1,0 +1,37 @@
+"""``steadyseg train``: the training commands, one sub-subcommand per model kind.
+
+    steadyseg train teacher ...      DeepLabV3 / LRASPP teacher on a COCO file (steadyseg.train.teacher_cli)
+
+Later stages add their command to :data:`TRAIN_COMMANDS` (``decoder``, ``video-model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module with add_arguments/main, one-line help)
+TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "teacher": ("steadyseg.train.teacher_cli", "train a DeepLabV3 / LRASPP teacher on a COCO file"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="train_command", metavar="MODEL")
+    for name, (module_name, help_text) in TRAIN_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
+    parser.set_defaults(func=_no_command(parser))
+
+
+def _no_command(parser: argparse.ArgumentParser):
+    def run(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+    return run
+
+
+def main(args: argparse.Namespace) -> int:  # reached only through the sub-subcommands' func
+    return args.func(args)
