@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "refine-train": ("steadyseg.refine.train_cli", "train or fine-tune the CascadePSP refiner"),
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
     "coco-targets": ("steadyseg.datasets.coco_targets_cli", "semantic targets (palette PNGs) of a COCO file"),
+    "coco-from-masks": ("steadyseg.datasets.coco_from_masks_cli", "a COCO instances set from mask videos"),
     "train": ("steadyseg.train.cli", "train models: teacher (DeepLabV3 / LRASPP)"),
     "eval": ("steadyseg.train.eval_cli", "mIoU, pixel accuracy, per-class IoU of a trained model on a COCO set"),
     "predict": ("steadyseg.train.predict_cli", "per-frame predictions of a trained model on a video"),
