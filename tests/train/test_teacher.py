@@ -65,7 +65,8 @@ def test_run_outputs(tiny_run):
 def test_checkpoint_round_trip_and_init(tiny_run, tmp_path):
     kind, config, sd = read_model(tiny_run / "model.pt")
     again = save_model(tmp_path / "m.pt", kind=kind, config=config, state_dict=sd)
-    assert all(torch.equal(sd[k], read_model(again)[2][k]) for k in sd)
+    back = read_model(again)[2]
+    assert all(torch.equal(sd[k], back[k]) for k in sd)
     # full init: a plain state dict with exactly the model's keys
     torch.save(sd, tmp_path / "full.pth")
     fresh = build_teacher("deeplabv3_mobilenet_v3_large", num_classes=4, width_mult=0.25)
