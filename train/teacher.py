@@ -301,6 +301,11 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         if diff:
             raise ValueError(f"{ckpt_path}: --resume with settings that differ from the run's: "
                              + ", ".join(f"{k}={cfg[k]!r} (run: {saved.get(k)!r})" for k in diff))
+        data = {"annotations": str(Path(annotations).resolve()), "images": str(Path(images).resolve())}
+        moved = [k for k, v in data.items() if resume_state.get("data", data)[k] != v]
+        if moved:
+            raise ValueError(f"{ckpt_path}: --resume with other {' and '.join(moved)} than the run's "
+                             f"({', '.join(resume_state['data'][k] for k in moved)})")
         cfg = {**saved, **{k: cfg[k] for k in _RESUME_FREE}}
     elif ckpt_path.exists():
         raise ValueError(f"{ckpt_path}: the run folder already holds a training state; "
@@ -398,7 +403,8 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
                 state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "step": step, "total_steps": total_steps,
                          "epoch": step // per_epoch, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
-                         "rng": rng, "config": cfg}
+                         "rng": rng, "config": cfg, "data": {"annotations": str(Path(annotations).resolve()),
+                                                             "images": str(Path(images).resolve())}}
                 with atomic_path(ckpt_path) as tmp:
                     torch.save(state, tmp)
 

@@ -43,6 +43,9 @@ def test_resume_is_exact(synthetic_coco, tiny_run, tmp_path):
     assert [r["step"] for r in steps if r["type"] == "step"] == [1, 2, 3, 4]
     ref = [json.loads(x) for x in (tiny_run / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in steps if r["type"] == "step"] == [r["loss"] for r in ref if r["type"] == "step"]
+    with pytest.raises(ValueError, match="other annotations"):
+        train_teacher(synthetic_coco["instances_true"], synthetic_coco["images"], out, workers=0, resume=True,
+                      **TINY)
     with pytest.raises(ValueError, match="seed"):
         train_teacher(synthetic_coco["instances"], synthetic_coco["images"], out, workers=0, resume=True,
                       **{**TINY, "seed": 4})
