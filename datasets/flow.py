@@ -31,7 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from steadyseg.datasets.video import frame_hash
 from steadyseg.files import atomic_path, sha256_file
+from steadyseg.pairs import window_pairs  # re-exported: the flows a window of pairs needs
 
 BACKENDS = ("dis", "farneback", "raft")
 DIS_PRESETS = {
@@ -238,8 +240,8 @@ class FlowCache:
     never read): a 32-byte little-endian header — magic ``b"SSFLOW"`` + version byte + 0, dtype code (0 =
     float32, 1 = float16), compressed flag, 2 pad bytes, ``H``, ``W`` (uint32), payload length (uint64) and the
     zlib CRC-32 of the payload (uint32) — followed by the raw C-order ``(H, W, 2)`` array (zlib level 1 when
-    ``compress``). A read is one ``readinto`` into a fresh array plus a CRC-32 (~1 ms for 3.3 MB), instead of
-    unpacking an ``.npz`` zip (~8 ms).
+    ``compress``). A read is one ``readinto`` into a fresh array plus a CRC-32, with no zip to unpack (the
+    format-1 ``.npz`` entries were slower to read).
 
     ``get`` validates the entry (magic, header fields, file size, CRC-32 over the payload, optionally the expected
     ``(H, W)``); a bad entry is deleted and reported as a miss (``corrupt`` counts them). ``put`` refuses NaN/inf,
@@ -344,14 +346,6 @@ class FlowCache:
 # ---------------------------------------------------------------------------------------------------------------
 # provider
 # ---------------------------------------------------------------------------------------------------------------
-def window_pairs(num_frames: int, window: int = 3) -> list[tuple[int, int]]:
-    """All ordered frame pairs ``(p, q)`` with ``1 <= |p - q| <= window``, sorted by ``p`` then ``q``."""
-    if num_frames < 0 or window < 0:
-        raise ValueError(f"num_frames and window must be >= 0, got {num_frames}, {window}")
-    return [(p, q) for p in range(num_frames) for q in range(max(0, p - window), min(num_frames, p + window + 1))
-            if q != p]
-
-
 def _compute_chunk(frames, pairs: list[tuple[int, int]], keys: list[str], cache_root: str | None,
                    cache_dtype: str, cache_compress: bool, flow_kwargs: dict[str, Any],
                    single_thread_cv: bool) -> tuple[int, float, list, float]:
@@ -438,8 +432,7 @@ class FlowProvider:
             return self.frames.content_hash(i)
         h = self._hashes.get(i)
         if h is None:
-            f = np.ascontiguousarray(self.frames[i])
-            h = self._hashes[i] = hashlib.sha256(f"{f.shape}{f.dtype}".encode() + f.tobytes()).hexdigest()
+            h = self._hashes[i] = frame_hash(np.asarray(self.frames[i]))
         return h
 
     def key(self, p: int, q: int) -> str:
@@ -469,7 +462,7 @@ class FlowProvider:
             before = self.cache.corrupt
             flow = self.cache.get(key, shape=self.size)
             self.stats["corrupt"] += self.cache.corrupt - before
-        if flow is not None:  # a fresh array, not kept: a disk read (~1-2 ms) is cheap enough to repeat
+        if flow is not None:  # a fresh array, not kept: a disk read is cheap enough to repeat
             self.stats["hits"] += 1
             return flow
         t0 = time.perf_counter()
