@@ -112,7 +112,7 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
     return out
 
 
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 
 
 def davis_table(*, preset: str, window: int, workers: int, max_frames: int | None, cache: str | None) -> list[dict]:

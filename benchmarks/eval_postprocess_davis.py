@@ -30,7 +30,7 @@ from steadyseg.files import atomic_write_json, atomic_write_text, save_resolved_
 from steadyseg.measures import inconsistency, smoothness
 from steadyseg.refine.postprocess_cli import filter_probabilities
 
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (method, params)

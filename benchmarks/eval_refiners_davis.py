@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 
 
 def load_frames(davis: Path, stride: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
