@@ -106,7 +106,8 @@ def run_measure(*, frames: str | Path, masks: str | Path, gt: str | Path | None 
     import os
 
     workers = int(workers) if workers is not None else max(1, os.cpu_count() or 1)
-    from steadyseg.accuracy import davis_scores, mean_video_consistency, temporal_consistency_tc
+    from steadyseg.accuracy import davis_scores
+    from steadyseg.consistency_scores import mean_video_consistency, temporal_consistency_tc
     from steadyseg.datasets.flow import FlowProvider, window_pairs
     from steadyseg.datasets.masks import check_matching, open_masks
     from steadyseg.datasets.video import open_video
