@@ -6,7 +6,7 @@ and a few small strings (content hashes), never the decoded pixels, so opening a
 Example::
 
     from steadyseg.datasets.video import open_video
-    frames = open_video("../shared/data/davis2016/JPEGImages/480p/blackswan")
+    frames = open_video("data/davis2016/JPEGImages/480p/blackswan")   # e.g. a DAVIS folder
     frames.size          # (480, 854)  -> (H, W)
     frames[0].shape      # (480, 854, 3) uint8 RGB
 """
