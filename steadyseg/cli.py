@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("steadyseg.demo", "run every stage on a small synthetic input (no downloads, no ../shared)"),
     "measure": ("steadyseg.measure_cli", "temporal inconsistency, smoothness and accuracy of a mask video"),
     "flow": ("steadyseg.datasets.flow_cli", "compute and cache optical flow for a video"),
-    "study": ("steadyseg.study", "user-study protocol of the paper (qualification grid, rating analysis)"),
+    "study": ("steadyseg.study.cli", "user-study protocol of the paper (qualification grid, rating analysis)"),
     "postprocess": ("steadyseg.refine.postprocess_cli", "3D weighted guided filter / temporal Gaussian on mask videos"),
     "refine-coco": ("steadyseg.refine.coco_cli", "rewrite COCO instance masks with a refiner"),
     "refine-eval": ("steadyseg.refine.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
