@@ -20,7 +20,7 @@ from typing import Any
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("steadyseg.demo", "run every stage on a small synthetic input (no downloads, no ../shared)"),
+    "demo": ("steadyseg.demo_cli", "run every stage on a small synthetic input (no downloads, no data sets)"),
     "measure": ("steadyseg.measure_cli", "temporal inconsistency, smoothness and accuracy of a mask video"),
     "flow": ("steadyseg.datasets.flow_cli", "compute and cache optical flow for a video"),
     "study": ("steadyseg.study.cli", "user-study protocol of the paper (qualification grid, rating analysis)"),
@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "refine-eval": ("steadyseg.refine.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
     "refine-train": ("steadyseg.refine.train_cli", "train or fine-tune the CascadePSP refiner"),
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
-    "run": ("steadyseg.manifest", "run a YAML manifest from manifests/"),
+    "run": ("steadyseg.manifest_cli", "run a YAML manifest from manifests/"),
 }
 
 
