@@ -180,8 +180,8 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
     elif method == "wgf":
         raise ValueError("postprocess wgf: --frames is required (the frames are the filter's guide)")
     if masks.reading != "soft-probs" and masks.num_classes is None:
-        masks.num_classes = max(int(masks[i][masks[i] != VOID].max(initial=0)) for i in range(n)) + 1
-        masks.num_classes = max(masks.num_classes, 2)
+        top = max(int(masks[i][masks[i] != VOID].max(initial=0)) for i in range(n))
+        masks = masks.with_num_classes(max(top + 1, 2))  # MaskStack.num_classes is read-only
     palette = None
     if masks.reading == "palette-ids":
         with Image.open(masks.mask_path(0)) as im:
