@@ -133,7 +133,7 @@ def _views(args):
 def _app(args):
     from steadyseg.curation.app import launch_app
 
-    launch_app(args.name, wait=not args.no_wait, **set_flags(args, {"port": "port", "address": "address", "view": "view"}))
+    launch_app(args.name, wait=not args.no_wait, **set_flags(args, ("port", "address", "view")))
     return 0
 
 
