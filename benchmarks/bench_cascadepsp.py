@@ -43,8 +43,8 @@ def _one(width: int, height: int, fast: bool, L: int, threads: int, budget: floa
     import numpy as np
     import torch
 
-    from steadyseg.refine.cascadepsp import build_cascadepsp
-    from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner, plan_patches
+    from steadyseg.refine.cascadepsp.network import build_cascadepsp
+    from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner, plan_patches
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ def guided_refine(image: np.ndarray, mask: np.ndarray, *, radius: int, eps: floa
         raise ValueError(f"eps must be > 0, got {eps}")
     if int(iterations) < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    from steadyseg.refine.guided_filter import guided_filter
+    from steadyseg.refine.postprocess.guided_filter import guided_filter
 
     radius = int(radius)
     band = radius if band is None else int(band)

@@ -80,7 +80,7 @@ def choose_L(height: int, width: int, *, l_max: int = 900, l_min: int = 224, max
 class CascadePSPCropRefiner:
     """CascadePSP applied to one crop at a time with a per-crop working resolution (see :func:`choose_L`).
 
-    Wraps ``steadyseg.refine.cascadepsp_refiner.CascadePSPRefiner`` (network loaded once, in ``__init__``).
+    Wraps ``steadyseg.refine.cascadepsp.refiner.CascadePSPRefiner`` (network loaded once, in ``__init__``).
     ``refine(image, mask, L=None, fast=None)``: ``L``/``fast`` override the policy for one call.
     """
 
@@ -88,7 +88,7 @@ class CascadePSPCropRefiner:
 
     def __init__(self, *, checkpoint: str | os.PathLike, device: str = "cpu", fast: bool = False,
                  l_max: int = 900, l_min: int = 224, max_upscale: float = 2.0) -> None:
-        from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner
+        from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner
 
         if checkpoint is None:
             raise ValueError("the cascadepsp refiner needs a checkpoint (--checkpoint PATH); "

@@ -157,7 +157,7 @@ def _validate(node: Any, schema: dict[str, Field], *, path: Path, prefix: str) -
 
 def _run_refine_coco(job: Manifest, *, resume: bool | None = None, workers: int | None = None,
                      scheduler: str | None = None, progress: bool = True) -> dict[str, Any]:
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco import refine_coco
 
     s = job.spec
     execution = dict(s.get("execution", {}))

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from steadyseg.refine.cascadepsp import (
+from steadyseg.refine.cascadepsp.network import (
     OFFICIAL_NUM_KEYS,
     OFFICIAL_NUM_PARAMETERS,
     CascadePSPCheckpointError,

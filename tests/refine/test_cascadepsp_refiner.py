@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
-from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner, plan_patches
+from steadyseg.refine.cascadepsp.network import build_cascadepsp, to_official_state_dict
+from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner, plan_patches
 
 
 @pytest.fixture(scope="session")

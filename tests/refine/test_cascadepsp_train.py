@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from steadyseg.refine.cascadepsp import CHECKPOINT_FORMAT, build_cascadepsp
-from steadyseg.refine.cascadepsp_train import (
+from steadyseg.refine.cascadepsp.network import CHECKPOINT_FORMAT, build_cascadepsp
+from steadyseg.refine.cascadepsp.training import (
     CascadePSPLoss,
     RefineTrainDataset,
     cascadepsp_loss,

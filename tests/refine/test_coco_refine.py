@@ -13,9 +13,9 @@ import pytest
 from steadyseg import files
 from steadyseg.datasets import coco as coco_io
 from steadyseg.datasets.synthetic import make_synthetic_coco
-from steadyseg.refine import coco_cli
-from steadyseg.refine.coco_refine import refine_coco
-from steadyseg.refine.refine_eval import compare_coco
+from steadyseg.refine.coco import cli as coco_cli
+from steadyseg.refine.coco.driver import refine_coco
+from steadyseg.refine.coco.evaluation import compare_coco
 from steadyseg.refine.refiners import REFINERS, IdentityRefiner
 
 
@@ -246,7 +246,7 @@ def test_refine_coco_with_cascadepsp(tmp_path):
     """The real CascadePSP network (random weights, official checkpoint format) end to end on one small image."""
     import torch
 
-    from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
+    from steadyseg.refine.cascadepsp.network import build_cascadepsp, to_official_state_dict
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random-cascadepsp.pth"

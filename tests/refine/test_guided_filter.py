@@ -8,7 +8,7 @@ import pytest
 import cv2
 
 from steadyseg.refine import confidence_weights, guided_filter
-from steadyseg.refine.guided_filter import GuidedFilter3d, box_mean, box_mean_3d, guided_filter_3d, schlick_bias
+from steadyseg.refine.postprocess.guided_filter import GuidedFilter3d, box_mean, box_mean_3d, guided_filter_3d, schlick_bias
 
 
 def _smooth_random(rng, shape, sigma=1.5):

@@ -97,7 +97,7 @@ def test_choose_L_policy():
 def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
     """The wrapper's plumbing (L policy, output conversion) with a recording stand-in for the network; the real
     network runs end to end in tests/refine/test_coco_refine.py::test_refine_coco_with_cascadepsp."""
-    import steadyseg.refine.cascadepsp_refiner as cpr
+    import steadyseg.refine.cascadepsp.refiner as cpr
 
     calls = []
 

@@ -119,7 +119,7 @@ def test_wgf_and_gauss_on_probabilities(scene):
 
 
 def test_gauss_matches_library(scene):
-    from steadyseg.refine.temporal_smoothing import temporal_gaussian
+    from steadyseg.refine.postprocess.temporal_smoothing import temporal_gaussian
 
     tmp, fdir, masks = scene
     mdir = tmp / "lab"
@@ -150,7 +150,7 @@ def test_through_console_script(scene, capsys):
     from steadyseg.cli import SUBCOMMANDS
     from steadyseg.cli import main as cli_main
 
-    assert SUBCOMMANDS["postprocess"][0] == "steadyseg.refine.postprocess_cli"
+    assert SUBCOMMANDS["postprocess"][0] == "steadyseg.refine.postprocess.cli"
     tmp, fdir, masks = scene
     mdir = tmp / "m"
     mdir.mkdir()

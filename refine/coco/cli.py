@@ -5,7 +5,7 @@
         [--resume] [--strict] [--shard-size N] [--guard keep-original|flag-only] [--min-area-ratio F]
         [--context F] [--threshold F] [--refiner-arg KEY=VALUE ...]
 
-Flags default to None; :func:`steadyseg.refine.coco_refine.refine_coco` keeps the defaults.
+Flags default to None; :func:`steadyseg.refine.coco.driver.refine_coco` keeps the defaults.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def parse_refiner_args(items: list[str] | None) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco.driver import refine_coco
 
     kwargs: dict[str, Any] = {}
     for name in ("refiner", "checkpoint", "workers", "scheduler", "resume", "strict", "shard_size", "guard",

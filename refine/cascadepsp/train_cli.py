@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _samples(args: argparse.Namespace):
-    from steadyseg.refine import cascadepsp_train as T
+    from steadyseg.refine.cascadepsp import training as T
 
     chosen = [name for name, on in (("--images/--masks", args.masks is not None), ("--coco", args.coco is not None),
                                     ("--davis", args.davis is not None)) if on]
@@ -51,7 +51,7 @@ def _samples(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.refine.cascadepsp_train import train_cascadepsp
+    from steadyseg.refine.cascadepsp.training import train_cascadepsp
 
     samples, source = _samples(args)
     names = {"iterations": "iterations", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",

@@ -14,8 +14,8 @@ checkpoint (a ``torch.save`` of an ``nn.DataParallel`` state_dict, every key pre
 - heads ``final_28`` (s8), ``final_56`` (s4), ``final_11`` + ``final_21`` (s1).
 
 :class:`CascadePSPNet` runs three cascaded passes with shared weights. Inference helpers (resizing, padding,
-the global/local steps) live in :mod:`steadyseg.refine.cascadepsp_refiner`; training in
-:mod:`steadyseg.refine.cascadepsp_train`.
+the global/local steps) live in :mod:`steadyseg.refine.cascadepsp.refiner`; training in
+:mod:`steadyseg.refine.cascadepsp.training`.
 
 Checkpoint formats accepted by :func:`load_cascadepsp_state_dict`:
 

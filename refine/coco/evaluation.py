@@ -11,7 +11,7 @@ Conventions follow CascadePSP's evaluation (see ``design/CASCADEPSP.md``, "Evalu
 
 Python::
 
-    from steadyseg.refine.refine_eval import mask_pair_metrics, evaluate_mask_pairs
+    from steadyseg.refine.coco.evaluation import mask_pair_metrics, evaluate_mask_pairs
     m = mask_pair_metrics(pred, ref)            # {"iou", "intersection", "union", "ba", "ba_per_radius", ...}
     summary = evaluate_mask_pairs([(p1, r1), (p2, r2)])
 

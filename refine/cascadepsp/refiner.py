@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from steadyseg.refine.cascadepsp import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp
+from steadyseg.refine.cascadepsp.network import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -28,7 +28,7 @@ Workers build the refiner once per process and keep it for every later shard.
 
 Python::
 
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco.driver import refine_coco
     record = refine_coco(annotations="instances_val2017.json", images="val2017", out="refined",
                          refiner="guided", workers=2)
 """

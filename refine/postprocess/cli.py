@@ -67,8 +67,8 @@ def filter_probabilities(probs: Iterator[np.ndarray] | Sequence[np.ndarray], *, 
     Yields:
         ``(C, H, W)`` float32 filtered probabilities (WGF output is not clipped; the argmax is the label).
     """
-    from steadyseg.refine.guided_filter import GuidedFilter3d, confidence_weights
-    from steadyseg.refine.temporal_smoothing import TemporalGaussian
+    from steadyseg.refine.postprocess.guided_filter import GuidedFilter3d, confidence_weights
+    from steadyseg.refine.postprocess.temporal_smoothing import TemporalGaussian
 
     defaults = {"wgf": WGF_DEFAULTS, "gauss": GAUSS_DEFAULTS}.get(method)
     if defaults is None:

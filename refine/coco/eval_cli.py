@@ -29,7 +29,7 @@ def _fmt(x) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from steadyseg import files
-    from steadyseg.refine.refine_eval import compare_coco
+    from steadyseg.refine.coco.evaluation import compare_coco
 
     if args.reference is None and args.original is None:
         raise ValueError("refine-eval needs --reference, --original, or both")
