@@ -46,19 +46,12 @@ def load_frames(davis: Path, stride: int) -> list[tuple[str, np.ndarray, np.ndar
     return out
 
 
-def refine_on_crop(refiner, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def refine_full_mask(refiner, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Refine ``mask`` on the refine-coco crop around it; returns the full-size (H, W) bool result."""
-    from steadyseg.refine.coco.driver import crop_box
+    from steadyseg.refine.refiners import refine_on_crop
 
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return mask.copy()
-    h, w = mask.shape
-    x0, y0, x1, y1 = crop_box((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), h, w)
-    soft = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1]))
-    out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = soft > 0.5
-    return out
+    crop = refine_on_crop(refiner, image, mask)
+    return mask.copy() if crop is None else crop.paste(*mask.shape)
 
 
 def perturb(mask: np.ndarray, rng: np.random.Generator, iou_target: float) -> np.ndarray:
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         metrics = []
         for (_, image, gt), seg in zip(frames, inputs):
-            out = seg if refiner is None else refine_on_crop(refiner, image, seg)
+            out = seg if refiner is None else refine_full_mask(refiner, image, seg)
             metrics.append(mask_pair_metrics(out, gt))
         seconds = time.perf_counter() - t0
         results[name] = {**summarize_metrics(metrics), "seconds_per_mask": seconds / len(frames)}

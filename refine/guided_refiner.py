@@ -19,8 +19,6 @@ This is the baseline that CascadePSP must beat (``benchmarks/eval_refiners_davis
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -107,7 +105,8 @@ class GuidedRefiner:
         r = round(self.radius_scale * (height + width) / 2.0)
         return int(min(max(r, self.radius_min), self.radius_max))
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, **kw: Any) -> np.ndarray:
+    def refine(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Refine one crop: ``image`` (H, W, 3) uint8 RGB, ``mask`` (H, W) bool → (H, W) float32 in [0, 1]."""
         check_refiner_inputs(image, mask)
         radius = self.radius_for(*mask.shape)
         band = max(1, math.ceil(self.band_scale * radius))

@@ -318,7 +318,7 @@ def load_cascadepsp_state_dict(path: str | os.PathLike) -> "OrderedDict[str, tor
     return normalize_state_dict(obj, source=str(path))
 
 
-def build_cascadepsp(checkpoint: str | os.PathLike | None = None, *, zero_init_residual: bool = False
+def build_cascadepsp_net(checkpoint: str | os.PathLike | None = None, *, zero_init_residual: bool = False
                      ) -> CascadePSPNet:
     """Build :class:`CascadePSPNet`; with ``checkpoint``, load it strictly (keys and shapes checked first).
 

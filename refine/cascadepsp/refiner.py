@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from steadyseg.refine.cascadepsp.network import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp
+from steadyseg.refine.cascadepsp.network import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp_net
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,7 +145,7 @@ class CascadePSPRefiner:
             if checkpoint is None or not os.path.isfile(checkpoint):
                 where = "no checkpoint given" if checkpoint is None else f"{checkpoint}: file not found"
                 raise FileNotFoundError(f"{where}. {MISSING_CHECKPOINT_HELP}")
-            model = build_cascadepsp(checkpoint)
+            model = build_cascadepsp_net(checkpoint)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.model = model.to(self.device).eval()
         self.half = half

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from steadyseg.refine.cascadepsp.network import build_cascadepsp, to_official_state_dict
+from steadyseg.refine.cascadepsp.network import build_cascadepsp_net, to_official_state_dict
 from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner, plan_patches
 
 
@@ -15,7 +15,7 @@ def cascadepsp_checkpoint(tmp_path_factory):
     """A random-init checkpoint in the official layout, saved once per test session (~270 MB in tmp)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("cascadepsp") / "model"
-    torch.save(to_official_state_dict(build_cascadepsp()), path)
+    torch.save(to_official_state_dict(build_cascadepsp_net()), path)
     return path
 
 

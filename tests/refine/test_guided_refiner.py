@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from steadyseg.refine.guided_refiner import GuidedRefiner, guided_refine
-from steadyseg.refine.refiners import (REFINERS, CascadePSPCropRefiner, IdentityRefiner, Refiner, build_refiner,
+from steadyseg.refine.refiners import (REFINERS, AdaptiveCascadePSPRefiner, IdentityRefiner, Refiner, build_refiner,
                                        choose_L)
 
 
@@ -94,7 +94,7 @@ def test_choose_L_policy():
         choose_L(0, 10)
 
 
-def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
+def test_adaptive_cascadepsp_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
     """The wrapper's plumbing (L policy, output conversion) with a recording stand-in for the network; the real
     network runs end to end in tests/refine/test_coco_refine.py::test_refine_coco_with_cascadepsp."""
     import steadyseg.refine.cascadepsp.refiner as cpr
@@ -111,7 +111,7 @@ def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cpr, "CascadePSPRefiner", Recorder)
     refiner = build_refiner("cascadepsp", checkpoint=tmp_path / "w.pth", l_max=900, l_min=224, max_upscale=2.0)
-    assert isinstance(refiner, CascadePSPCropRefiner)
+    assert isinstance(refiner, AdaptiveCascadePSPRefiner)
     image, true = _scene(h=150, w=300)
     out = refiner.refine(image, true)
     np.testing.assert_array_equal(out, true.astype(np.float32))
@@ -119,4 +119,4 @@ def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
     refiner.refine(image, true, L=900, fast=True)
     assert calls == [((150, 300), False, 600), ((40, 30), False, 224), ((150, 300), True, 900)]
     with pytest.raises(ValueError, match="checkpoint"):
-        CascadePSPCropRefiner(checkpoint=None)
+        AdaptiveCascadePSPRefiner(checkpoint=None)
