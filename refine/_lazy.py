@@ -18,3 +18,8 @@ def lazy_getattr(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def lazy_exports(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """``(__getattr__, __all__)`` of a package that re-exports ``names`` (attribute -> module path) lazily."""
+    return lazy_getattr(package, names), sorted(names)

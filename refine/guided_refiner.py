@@ -39,7 +39,7 @@ def guided_refine(image: np.ndarray, mask: np.ndarray, *, radius: int, eps: floa
         iterations: filter passes; each pass after the first filters the thresholded result of the previous one.
         presmooth: filter a box-blurred mask (radius/2) instead of the hard one in the first pass (off by default:
             on perturbed DAVIS masks 2 presmoothed passes scored 0.5 point IoU and 1.1 point mBA below 3 plain
-            passes, 4 presmoothed passes about the same as 3 plain ones; see the README, "Refiners").
+            passes, 4 presmoothed passes about the same as 3 plain ones; ``benchmarks/eval_refiners_davis.py``).
 
     Returns:
         (H, W) float32 soft mask in [0, 1]; pixels outside the band are exactly 0 or 1 (the input).

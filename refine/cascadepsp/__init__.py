@@ -11,14 +11,11 @@
 Names below are imported on first use (importing this package must not import torch).
 """
 
-from steadyseg.refine._lazy import lazy_getattr
+from steadyseg.refine._lazy import lazy_exports
 
-_LAZY = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "CascadePSPNet": "steadyseg.refine.cascadepsp.network",
     "build_cascadepsp_net": "steadyseg.refine.cascadepsp.network",
     "CascadePSPRefiner": "steadyseg.refine.cascadepsp.refiner",
     "train_cascadepsp": "steadyseg.refine.cascadepsp.training",
-}
-__all__ = sorted(_LAZY)
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
+})

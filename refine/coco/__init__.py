@@ -11,16 +11,13 @@ Names below are imported on first use, so ``import steadyseg.refine.coco`` stays
 
 from __future__ import annotations
 
-from steadyseg.refine._lazy import lazy_getattr
+from steadyseg.refine._lazy import lazy_exports
 
-_LAZY = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "refine_coco": "steadyseg.refine.coco.driver",
     "GUARD_POLICIES": "steadyseg.refine.coco.annotation",
     "refine_annotation": "steadyseg.refine.coco.annotation",
     "compare_coco": "steadyseg.refine.coco.evaluation",
     "mask_pair_metrics": "steadyseg.refine.coco.evaluation",
     "evaluate_mask_pairs": "steadyseg.refine.coco.evaluation",
-}
-__all__ = sorted(_LAZY)
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
+})

@@ -20,8 +20,9 @@ from steadyseg.refine.cascadepsp.network import (
     to_official_state_dict,
 )
 
-# sha256 of the official key list "name (shape)" one per line, in checkpoint order
-# (computed from /work/shared/design/cascadepsp_state_dict.txt, the official checkpoint's keys without "module.").
+# sha256 of the official checkpoint's key list, keys without their "module." prefix, in checkpoint order, one line
+# per entry: f"{key} {tuple(shape)}" (e.g. "feats.conv1.weight (64, 6, 7, 7)"), lines joined by "\n" with no
+# trailing newline; it was computed from the official release (hkchengrex/CascadePSP v1.0 "model").
 OFFICIAL_KEYS_SHA256 = "556bfc25eddf7e834fb6add86d238babf8edfdabf7799b28e92105fbe34b718f"
 
 # Golden forward: torch.manual_seed(0) init, input from Generator seed 1, eval mode; (mean, std, value at [5, 7]).

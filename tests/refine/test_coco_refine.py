@@ -254,7 +254,7 @@ def test_refine_coco_with_cascadepsp(tmp_path):
     syn = make_synthetic_coco(tmp_path / "one", num_images=1, height=48, width=64, seed=1)
     data = coco_io.load_coco_json(syn["instances"])
     first = next(a for a in data["annotations"] if not a["iscrowd"])
-    data["annotations"] = [a for a in data["annotations"] if a is first or a["iscrowd"]]  # one crop: ~3 s on CPU
+    data["annotations"] = [a for a in data["annotations"] if a is first or a["iscrowd"]]  # one crop only
     (tmp_path / "one.json").write_text(json.dumps(data))
     syn = {**syn, "instances": tmp_path / "one.json"}
     record = refine_coco(syn["instances"], syn["images"], tmp_path / "o", refiner="cascadepsp", checkpoint=ckpt,
