@@ -136,7 +136,7 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
         path: output file; its suffix is replaced by ``.png`` or ``.npy`` as the format requires.
         probs: ``(C, H, W)`` float32 filtered probabilities.
         reading: a :data:`steadyseg.datasets.masks.READINGS` value.
-        void: optional ``(H, W)`` bool, pixels written as 255 (label formats only).
+        void: optional ``(H, W)`` bool, pixels written as ``VOID`` (255; label formats only).
         palette: the palette of a ``palette-ids`` input (``PIL.Image.getpalette()``).
     """
     from steadyseg.files import atomic_path
@@ -154,7 +154,7 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
 
     labels = np.argmax(probs, axis=0)
     if void is not None:
-        labels = np.where(void, 255, labels)
+        labels = np.where(void, VOID, labels)
     return write_label_png(path.with_suffix(".png"), labels, reading=reading, palette=palette)
 
 
