@@ -7,7 +7,7 @@ runner. Unknown keys are rejected with the key and the file named; paths may use
 ``${VAR:-default}`` and are resolved relative to the manifest's folder. Kinds register in ``KINDS``
 (``kind -> (schema, runner)``); a later stage adds e.g. ``"train-teacher"`` next to ``"refine-coco"``.
 
-``kind: refine-coco`` (runs :func:`steadyseg.refine.coco_refine.refine_coco`)::
+``kind: refine-coco`` (runs :func:`steadyseg.refine.coco.refine_coco`)::
 
     kind: refine-coco
     name: coco2017-val-cascadepsp            # required, a label for records
@@ -88,7 +88,7 @@ def _refiner_names() -> tuple[str, ...]:
 
 
 def _guard_policies() -> tuple[str, ...]:
-    from steadyseg.refine.coco_refine import GUARD_POLICIES
+    from steadyseg.refine.coco import GUARD_POLICIES
 
     return tuple(GUARD_POLICIES)
 
@@ -175,7 +175,7 @@ def _validate(node: Any, schema: dict[str, Field], *, path: Path, prefix: str) -
 
 def _run_refine_coco(job: Manifest, *, resume: bool | None = None, workers: int | None = None,
                      scheduler: str | None = None, progress: bool = True) -> dict[str, Any]:
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco import refine_coco
 
     s = job.spec
     execution = dict(s.get("execution", {}))
