@@ -85,3 +85,59 @@ def test_docs_reference_nothing_outside_the_repository():
     for path, text in texts.items():
         for bad in ("ARCHITECTURE.md", "shared/design", "ENVIRONMENT.md", "FINDINGS.md", "CASCADEPSP.md"):
             assert bad not in text, f"{path.relative_to(REPO)} refers to {bad}, which is not in the repository"
+
+
+def _code_blocks(languages: set[str]):
+    """(path, code) of every fenced block in README.md and docs/*.md whose language is in ``languages``."""
+    for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        for match in re.finditer(r"(?ms)^```(\w*)\n(.*?)^```", path.read_text(encoding="utf-8")):
+            if match.group(1) in languages:
+                yield path.relative_to(REPO), match.group(2)
+
+
+def test_documented_commands_and_flags_exist():
+    """Every `steadyseg <command> [sub] --flag` in a shell block of the docs is accepted by the current parser."""
+    gen_cli = _load(REPO / "docs" / "gen_cli.py", "steadyseg_docs_gen_cli")
+    from steadyseg.cli import build_parser
+
+    commands = gen_cli._subparsers(build_parser())
+    checked = 0
+    for path, code in _code_blocks({"", "bash", "sh"}):
+        for line in code.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0]
+            match = re.match(r"\s*(?:[A-Z_]+=\S+\s+)*steadyseg\s+([a-z][\w-]*)(.*)", line)  # VAR=x steadyseg ...
+            if match is None:
+                continue
+            name, rest = match.groups()
+            assert name in commands, f"{path}: unknown command 'steadyseg {name}' in: {line.strip()}"
+            parser = commands[name]
+            subs = gen_cli._subparsers(parser)
+            if subs:
+                sub = rest.split()[0] if rest.split() else ""
+                assert sub in subs, f"{path}: unknown command 'steadyseg {name} {sub}' in: {line.strip()}"
+                parser = subs[sub]
+            known = {o for action in parser._actions for o in action.option_strings}  # noqa: SLF001
+            for flag in re.findall(r"(?:^|[\s\[])(--[a-z][\w-]*)", rest):
+                assert flag in known, f"{path}: 'steadyseg {name}' has no flag {flag}: {line.strip()}"
+            checked += 1
+    assert checked >= 20
+
+
+def test_documented_python_imports_exist():
+    """Every `from steadyseg... import ...` / `import steadyseg...` in a Python block of the docs resolves."""
+    import importlib
+
+    checked = 0
+    for path, code in _code_blocks({"python"}):
+        for line in code.splitlines():
+            line = line.split("#")[0].strip()
+            match = re.match(r"from (steadyseg[\w.]*) import (.+)", line) or re.match(r"import (steadyseg[\w.]*)$", line)
+            if match is None:
+                continue
+            module = importlib.import_module(match.group(1))
+            names = [n.split(" as ")[0].strip(" ()") for n in match.group(2).split(",")] if match.lastindex == 2 else []
+            for name in filter(None, names):
+                if not hasattr(module, name):
+                    importlib.import_module(f"{match.group(1)}.{name}")  # a submodule; raises if absent
+            checked += 1
+    assert checked >= 10
