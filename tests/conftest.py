@@ -32,8 +32,6 @@ REAL_DATA: dict[str, tuple[str, tuple[str, ...]]] = {
     "coco80": ("coco-val2017-80", ("annotations/instances_val2017.json", "val2017")),
 }
 
-DAVIS_SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
-
 _DESELECTED = pytest.StashKey[int]()
 
 
