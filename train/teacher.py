@@ -282,7 +282,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     """
     from steadyseg.datasets.coco_targets import CocoSemanticTargets
     from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
-    from steadyseg.train.checkpoint import save_model
+    from steadyseg.train.checkpoint import save_model, torch_load_safe
     from steadyseg.train.data import EpochSampler, SegmentationSamples, collate, steps_for
     from steadyseg.train.distributed import cleanup, init_distributed_mode
     from steadyseg.train.models import build_teacher, load_init
@@ -294,7 +294,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     if cfg["resume"]:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in this run folder)")
-        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        resume_state = torch_load_safe(ckpt_path, what="training checkpoint")
         saved = resume_state["config"]
         diff = sorted(k for k in set(saved) | set(cfg) if k not in _RESUME_FREE and saved.get(k) != cfg.get(k)
                       and k in kwargs)
