@@ -175,3 +175,25 @@ def test_ddp_two_gloo_processes(synthetic_coco, tmp_path):
     assert run["eval"]["miou"] is not None
     kind, config, _ = load_model(out / "model.pt")
     assert kind == "teacher" and config["num_classes"] == 4
+
+
+def test_time_budget_fixes_the_schedule(synthetic_coco, tmp_path):
+    """--minutes alone: the schedule's length is measured over the first steps, then training stops by itself."""
+    tiny = {k: v for k, v in TINY.items() if k != "epochs"}
+    rec = train_teacher(synthetic_coco["instances"], synthetic_coco["images"], tmp_path / "run", workers=0,
+                        minutes=0.1, **tiny)
+    assert rec["stop_reason"] in ("schedule", "time budget")
+    assert rec["total_steps"] is not None and rec["step"] >= 8
+    assert rec["wall_s"] < 0.1 * 60 + 5
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if json.loads(x)["type"] == "step"]
+    assert lrs[:8] == [0.02] * 8 and lrs[-1] < 0.02  # constant until measured, then polynomial decay
+    with pytest.raises(ValueError, match="epochs or minutes"):
+        train_teacher(synthetic_coco["instances"], synthetic_coco["images"], tmp_path / "x", epochs=None, **tiny)
+
+
+def test_train_command_group_help(capsys):
+    from steadyseg.cli import main as cli_main
+
+    assert cli_main(["train"]) == 2
+    assert "teacher" in capsys.readouterr().out
