@@ -223,7 +223,7 @@ def _save_plot(path: Path, log_path: Path) -> None:
         ax2.plot(ev_steps, mious, "o-", color="tab:red", label="val mIoU")
         ax2.set_ylabel("validation mIoU")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
+        ax2.legend(loc="center right")
     ax.legend(loc="upper left")
     ax.set_title("teacher training")
     fig.tight_layout()
@@ -309,7 +309,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         cfg = {**saved, **{k: cfg[k] for k in _RESUME_FREE}}
     elif ckpt_path.exists():
         raise ValueError(f"{ckpt_path}: the run folder already holds a training state; "
-                              "use --resume to continue it or choose another --out")
+                         "use --resume to continue it or choose another --out")
 
     dist_info = init_distributed_mode(cfg["device"])
     device = dist_info.device
