@@ -40,6 +40,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to write a folder of outputs into; it appears complete or not at all.
+
+    On success the temporary folder is renamed to ``path`` when ``path`` does not exist yet, else its files are
+    moved into ``path`` one by one (each move atomic; other files of ``path`` are kept). On error it is removed,
+    so a failing command leaves no half-written folder. The temporary name is ``.<name>.<random>.tmp`` like
+    :func:`atomic_path`'s.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "output folder is a file", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if not path.exists():
+            os.chmod(tmp, 0o777 & ~_umask())
+            os.replace(tmp, path)
+        else:
+            for item in sorted(tmp.rglob("*")):
+                target = path / item.relative_to(tmp)
+                if item.is_dir():
+                    target.mkdir(exist_ok=True)
+                else:
+                    os.replace(item, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
