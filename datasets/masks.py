@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from steadyseg.datasets.video import image_header_size, list_image_files, sequence_index
-from steadyseg.errors import InputError
+from steadyseg.errors import InputError, exception_text
 from steadyseg.labels import VOID
 
 READINGS = ("davis2016-binary", "palette-ids", "label-png", "soft-probs")
@@ -157,7 +157,7 @@ class MaskStack(Sequence):
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: mask file disappeared after the stack was opened") from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(path, f"cannot decode mask PNG ({exc})") from None
+            raise InputError(path, f"cannot decode mask PNG ({exception_text(exc, path)})") from None
         if self.reading == "palette-ids":
             if mode != "P":
                 raise InputError(path, f"expected a palette (mode P) PNG like the first mask, got mode {mode}; "
@@ -253,11 +253,11 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
                 return z[keys[0]]
             if "probs" in keys:
                 return z["probs"]
-            raise ValueError(f"{path}: .npz with several arrays {keys}; name the probabilities 'probs'")
+            raise InputError(path, f".npz with several arrays {keys}; name the probabilities 'probs'")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: probability file not found") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot read probability array ({exc})") from None
+        raise InputError(path, f"cannot read probability array ({exc})") from None
 
 
 def _png_reading(files: list[Path]) -> str:
@@ -270,7 +270,7 @@ def _png_reading(files: list[Path]) -> str:
                 mode = im.mode
                 arr = np.array(im)
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(files[k], f"cannot decode mask PNG ({exc})") from None
+            raise InputError(files[k], f"cannot decode mask PNG ({exception_text(exc, files[k])})") from None
         if mode == "P":
             return "palette-ids"
         if mode in ("RGB", "RGBA", "LA") or arr.ndim != 2:
@@ -380,7 +380,8 @@ def check_matching(frames, masks: MaskStack) -> None:
     for k in range(len(frames)):
         fs, ms = frames.frame_size(k), masks.frame_size(k)
         if tuple(fs) != tuple(ms):
-            raise ValueError(f"frames {fsrc} and masks {msrc} differ in size at index {k}: frame "
+            odd = frames.frame_path(k) if tuple(fs) != tuple(frames.size) else masks.mask_path(k)
+            raise InputError(odd or msrc, f"frames {fsrc} and masks {msrc} differ in size at index {k}: frame "
                              f"{_describe(frames, k)} is {fs[1]}x{fs[0]} but mask {_describe(masks, k)} is "
                              f"{ms[1]}x{ms[0]} (WxH); first offending file: {_describe(masks, k)}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steadyseg.errors import InputError
+from steadyseg.errors import InputError, exception_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
@@ -122,7 +122,8 @@ def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
-        raise InputError(path, f"cannot read the image header (empty, corrupt or not an image: {exc})") from None
+        raise InputError(path, "cannot read the image header: empty, corrupt or not an image "
+                         f"({exception_text(exc, path)})") from None
     return (h, w)
 
 

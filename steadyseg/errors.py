@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["InputError", "user_error_message", "USER_ERRORS"]
+__all__ = ["InputError", "user_error_message", "exception_text", "USER_ERRORS"]
 
 
 class InputError(ValueError):
@@ -24,6 +24,12 @@ class InputError(ValueError):
         self.path = None if path is None else Path(path)
         self.message = str(message)
         super().__init__(self.message if path is None else f"{path}: {message}")
+
+
+def exception_text(exc: BaseException, path: str | os.PathLike) -> str:
+    """The message of a library's exception about ``path`` without the path repeated (it is named already)."""
+    text = str(exc).replace(f" '{path}'", "").replace(str(path), "").strip(" :")
+    return text or type(exc).__name__
 
 
 def _yaml_error() -> tuple[type, ...]:
@@ -54,6 +60,8 @@ def user_error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         where = str(exc.filename) if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
         text = f"{where}: {exc.strerror}"
+        if isinstance(exc, (FileExistsError, NotADirectoryError)) and Path(exc.filename).is_file():
+            text = f"{where}: {exc.strerror} (a file is where an output folder should be)"
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(line.strip() for line in text.splitlines() if line.strip())

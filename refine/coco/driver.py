@@ -393,7 +393,10 @@ def _remove_unstarted_run(out: Path, *, remove_folder: bool) -> None:
     if shards.is_dir() and any(shards.iterdir()):
         return
     for name in ("run.json", "config.yaml"):
-        (out / name).unlink(missing_ok=True)
+        try:
+            (out / name).unlink()
+        except OSError:  # absent, or `out` is not a folder
+            pass
     for folder in (shards, out) if remove_folder else (shards,):
         try:
             folder.rmdir()
