@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from steadyseg.datasets.video import frame_hash
-from steadyseg.files import atomic_path, sha256_file
+from steadyseg.files import atomic_path, remove_orphan_temporaries, sha256_file
 from steadyseg.pairs import window_pairs  # re-exported: the flows a window of pairs needs
 
 BACKENDS = ("dis", "farneback", "raft")
@@ -624,6 +624,7 @@ def precompute_video_flows(frames: str | os.PathLike, cache_dir: str | os.PathLi
         raise ValueError(f"window must be >= 1, got {window}")
     video = open_video(frames, max_frames=max_frames)
     failures, bad = _unreadable_frames(video, strict=strict)
+    remove_orphan_temporaries(cache_dir, recursive=True)  # entries a killed run was writing
     provider = FlowProvider(video, backend=backend, preset=preset, cache_dir=cache_dir, n_jobs=n_jobs,
                             raft_weights=raft_weights, raft_model=raft_model, raft_updates=raft_updates,
                             device=device, cache_dtype=cache_dtype)

@@ -151,8 +151,11 @@ def _check_resumable(out: Path, fingerprint: str, params: dict[str, Any], *, res
             raise ValueError(f"{out}: already holds a refine-coco run; pass --resume to continue it "
                              "or choose another --out")
         if run_path.is_file():
-            with open(run_path, encoding="utf-8") as f:
-                previous = json.load(f)
+            try:
+                with open(run_path, encoding="utf-8") as f:
+                    previous = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise InputError(run_path, f"unreadable run record ({exc.msg}); delete it to start over") from None
             old = previous.get("parameters", {})
             if previous.get("fingerprint") != fingerprint:
                 diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
@@ -192,6 +195,8 @@ def plan_run(annotations: str | os.PathLike, images: str | os.PathLike, out: str
               "guard": guard, "min_area_ratio": float(min_area_ratio), "shard_size": int(shard_size)}
     fingerprint = _fingerprint(params)
     _check_resumable(out, fingerprint, params, resume=resume)
+    for folder in (out, out / "shards"):  # files a killed run was writing
+        files.remove_orphan_temporaries(folder)
 
     # Group annotations by image (file order); annotations of unknown images fail here.
     images_list = data["images"]
