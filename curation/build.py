@@ -201,7 +201,8 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
             gts.append(gt)
             continue
         record = ref.get("refine") if isinstance(ref.get("refine"), dict) else {}
-        r_mask, r_box = decode(ref, sources[1]) if ref.get("segmentation") is not None else (np.zeros((h, w), bool), None)
+        r_mask, r_box = (decode(ref, sources[1]) if ref.get("segmentation") is not None
+                         else (np.zeros((h, w), bool), None))
         m = instance_change_metrics(o_mask, r_mask, boundary_tolerance=tol, boxes=(o_box, r_box))
         guard = record.get("guard")
         status = "skipped" if "skipped" in record else "error" if "error" in record else "refined"
