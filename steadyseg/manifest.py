@@ -5,7 +5,8 @@ The command is ``steadyseg run manifests/<name>.yaml`` (:mod:`steadyseg.manifest
 A manifest names its ``kind``, and each kind has a schema (allowed keys, types, which values are paths) and a
 runner. Unknown keys are rejected with the key and the file named; paths may use ``${VAR}`` or
 ``${VAR:-default}`` and are resolved relative to the manifest's folder. Kinds register in ``KINDS``
-(``kind -> (schema, runner)``); a later stage adds e.g. ``"train-teacher"`` next to ``"refine-coco"``.
+(``kind -> (schema, runner)``): ``refine-coco`` here, ``train-teacher`` from :mod:`steadyseg.train.teacher_manifest`
+(added on first use by :func:`manifest_kinds`, since that module builds its schema from this one's ``Field``).
 
 ``kind: refine-coco`` (runs :func:`steadyseg.refine.coco.refine_coco`)::
 
@@ -194,6 +195,15 @@ KINDS: dict[str, tuple[dict[str, Field], Callable[..., dict[str, Any]]]] = {
 }
 
 
+def manifest_kinds() -> dict[str, tuple[dict[str, Field], Callable[..., dict[str, Any]]]]:
+    """``KINDS`` with the kinds of the later stages registered (the training kinds import this module)."""
+    if "train-teacher" not in KINDS:
+        from steadyseg.train.teacher_manifest import TRAIN_TEACHER_SCHEMA, run_train_teacher
+
+        KINDS["train-teacher"] = (TRAIN_TEACHER_SCHEMA, run_train_teacher)
+    return KINDS
+
+
 def load_manifest(path: str | os.PathLike) -> Manifest:
     """Read, validate and resolve a manifest (env vars expanded, paths absolute); ``ManifestError`` if invalid."""
     import yaml
@@ -208,9 +218,10 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: a manifest must be a YAML mapping with a 'kind' key")
     kind = raw.get("kind")
-    if kind not in KINDS:
-        raise ManifestError(f"{path}: key 'kind' must be one of {sorted(KINDS)}, got {kind!r}")
-    spec = _validate(raw, KINDS[kind][0], path=path.resolve(), prefix="")
+    kinds = manifest_kinds()
+    if kind not in kinds:
+        raise ManifestError(f"{path}: key 'kind' must be one of {sorted(kinds)}, got {kind!r}")
+    spec = _validate(raw, kinds[kind][0], path=path.resolve(), prefix="")
     return Manifest(kind=kind, spec=spec, source=path.resolve(), raw=raw)
 
 
@@ -221,7 +232,7 @@ def run_manifest(job: Manifest | str | os.PathLike, *, resume: bool | None = Non
 
     if not isinstance(job, Manifest):
         job = load_manifest(job)
-    record = KINDS[job.kind][1](job, resume=resume, workers=workers, scheduler=scheduler, progress=progress)
+    record = manifest_kinds()[job.kind][1](job, resume=resume, workers=workers, scheduler=scheduler, progress=progress)
     out = job.spec.get("output")
     if out is not None:
         files.save_resolved_config(out, {"manifest": str(job.source), "kind": job.kind, "as_written": job.raw,

@@ -71,7 +71,7 @@ def test_schema_errors_name_the_key_and_the_file(tmp_path, extra, message):
 def test_missing_keys_kind_and_yaml_errors(tmp_path):
     with pytest.raises(mf.ManifestError, match="key 'output' is required"):
         mf.load_manifest(_write(tmp_path / "a.yaml", BASE.replace("output: out\n", "")))
-    with pytest.raises(mf.ManifestError, match=r"key 'kind' must be one of \['refine-coco'\], got 'train'"):
+    with pytest.raises(mf.ManifestError, match=r"key 'kind' must be one of \['refine-coco', 'train-teacher'\], got 'train'"):
         mf.load_manifest(_write(tmp_path / "b.yaml", BASE.replace("kind: refine-coco", "kind: train")))
     with pytest.raises(mf.ManifestError, match="c.yaml: not valid YAML"):
         mf.load_manifest(_write(tmp_path / "c.yaml", "kind: [unclosed\n"))

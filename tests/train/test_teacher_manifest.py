@@ -1,7 +1,4 @@
-"""kind: train-teacher manifests (schema + runner in steadyseg.train.teacher_manifest), registered for the test.
-
-``steadyseg.manifest.KINDS`` does not list the kind yet (one line to add there); the test registers it itself.
-"""
+"""kind: train-teacher manifests (schema + runner in steadyseg.train.teacher_manifest, registered in steadyseg.manifest)."""
 
 import json
 
@@ -12,8 +9,8 @@ from steadyseg.train.teacher_manifest import TRAIN_TEACHER_SCHEMA, run_train_tea
 
 
 @pytest.fixture()
-def kinds(monkeypatch):
-    monkeypatch.setitem(mf.KINDS, "train-teacher", (TRAIN_TEACHER_SCHEMA, run_train_teacher))
+def kinds():
+    assert mf.manifest_kinds()["train-teacher"] == (TRAIN_TEACHER_SCHEMA, run_train_teacher)
 
 
 FULL = """kind: train-teacher
@@ -63,3 +60,18 @@ output: {tmp_path / 'out'}
     assert record["counts"] == {"steps": 3, "epochs": 1.0}
     assert (tmp_path / "out" / "model.pt").is_file() and (tmp_path / "out" / "manifest.yaml").is_file()
     assert json.loads((tmp_path / "out" / "run.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("variant", ["original", "refined", "curated"])
+def test_shipped_teacher_manifests_validate(variant, monkeypatch):
+    """The paper's three teachers: same recipe and seed, only the training annotations differ."""
+    from pathlib import Path
+
+    monkeypatch.setenv("COCO_ROOT", "/data/coco")
+    monkeypatch.setenv("RESNET50_IMAGENET", "/weights/r50.pth")
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    job = mf.load_manifest(manifests / f"teacher-voc21-{variant}.yaml")
+    base = mf.load_manifest(manifests / "teacher-voc21-original.yaml")
+    assert job.kind == "train-teacher" and job.spec["recipe"] == base.spec["recipe"]
+    assert job.spec["model"] == base.spec["model"]
+    assert (job.spec["data"]["annotations"] == base.spec["data"]["annotations"]) == (variant == "original")
