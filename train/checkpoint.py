@@ -63,8 +63,12 @@ def torch_load_safe(path: str | os.PathLike, *, what: str, error: type[ValueErro
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        # torch's own text runs to a paragraph of advice; its first line is what tells the user what went wrong
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if detail.startswith("Weights only load failed"):
+            detail = "not a torch file of tensors and plain containers (weights_only=True refuses it)"
         raise error(f"{path}: cannot load as a weights-only torch checkpoint "
-                    f"({type(exc).__name__}: {exc})") from None
+                    f"({type(exc).__name__}: {detail})") from None
 
 
 def read_model(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
