@@ -1,0 +1,170 @@
+"""The paper's multi-input multi-output decoder (§5.1, Fig. 2): N frames + a teacher's output → N corrected outputs.
+
+For a window of ``N`` consecutive frames and the teacher's per-frame probabilities::
+
+    frame encoder  E_f  (shared weights over the N frames)   (3, H, W)  → (F, H/4, W/4)
+    mask encoder   E_m  (shared weights over the N frames)   (C, H, W)  → (F, H/4, W/4)
+    joint decoder  D    concat over the N frames: N·2F channels → N·K hidden → N·C outputs (channels grow with N)
+    residual       student logits_t = log(clip(p_t, eps)) + upsample(D(...)_t)
+
+The last layer of ``D`` is zero-initialised, so an untrained student returns exactly the teacher's logits (and,
+after a softmax, exactly the teacher's probabilities). The correction is computed at the input size, upsampled
+bilinearly and added to the teacher logits of any (e.g. full) resolution: :meth:`MultiInputDecoder.correction`
+and :func:`teacher_logits` are public for that.
+
+Encoder ``"small"``: four 3×3 conv + ReLU layers (two of stride 2), trained from scratch — a light CPU encoder.
+Hard teacher masks become probabilities with :func:`soften_onehot` (a fixed confidence, e.g. 0.9).
+
+``MODEL_KINDS["decoder"]`` (:mod:`steadyseg.train.checkpoint`) rebuilds the model from the config written into
+``RUN/model.pt`` (:func:`build_decoder_from_config`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DECODER_ENCODERS", "MultiInputDecoder", "build_decoder", "build_decoder_from_config", "teacher_logits",
+           "soften_onehot", "MODEL_CONFIG_KEYS"]
+
+DECODER_ENCODERS = ("small",)
+#: the keys of a decoder's ``model.pt`` config that rebuild the network
+MODEL_CONFIG_KEYS = ("num_classes", "inputs", "encoder", "width", "hidden", "eps")
+_FRAME_MEAN, _FRAME_STD = 0.5, 0.25
+
+
+def teacher_logits(probs: Tensor, *, eps: float = 1e-4) -> Tensor:
+    """Teacher logits ``log(clip(p, eps, 1))`` of per-class probabilities (any shape ``(..., C, H, W)``, float).
+
+    ``softmax(teacher_logits(p)) == p`` wherever every class has ``p ≥ eps`` and the pixel sums to 1.
+    """
+    if not torch.is_floating_point(probs):
+        raise ValueError(f"teacher_logits: expected float probabilities, got {probs.dtype}")
+    return probs.clamp(min=float(eps), max=1.0).log()
+
+
+def soften_onehot(onehot, *, confidence: float = 0.9):
+    """Probabilities from a one-hot of hard labels: ``confidence`` on the label, the rest shared by the others.
+
+    Args:
+        onehot: ``(..., C, H, W)`` float numpy array or tensor of 0/1 (a void pixel is an all-zero column, as
+            :meth:`steadyseg.datasets.masks.MaskStack.probs` returns it).
+        confidence: in ``(1/C, 1]``.
+
+    Returns:
+        same type/shape/dtype: ``confidence`` at the label, ``(1 − confidence)/(C − 1)`` elsewhere, uniform ``1/C``
+        on void pixels; every pixel sums to 1.
+    """
+    c = onehot.shape[-3]
+    if c < 2:
+        raise ValueError(f"soften_onehot: needs at least 2 classes, got {c}")
+    if not 1.0 / c < confidence <= 1.0:
+        raise ValueError(f"soften_onehot: confidence must be in (1/C, 1] = ({1.0 / c:.3g}, 1], got {confidence}")
+    rest = (1.0 - confidence) / (c - 1)
+    out = onehot * (confidence - rest) + rest
+    void = onehot.sum(axis=-3, keepdims=True) == 0 if isinstance(onehot, np.ndarray) else \
+        onehot.sum(dim=-3, keepdim=True) == 0
+    return out * ~void + void * (1.0 / c)
+
+
+def _conv(cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation),
+                         nn.ReLU(inplace=True))
+
+
+def _small_encoder(cin: int, width: int) -> nn.Sequential:
+    """(B, cin, H, W) → (B, width, ⌈H/4⌉, ⌈W/4⌉): 3×3 convs, strides 2, 1, 2, 1."""
+    half = max(1, width // 2)
+    return nn.Sequential(_conv(cin, half, stride=2), _conv(half, half), _conv(half, width, stride=2),
+                         _conv(width, width))
+
+
+class MultiInputDecoder(nn.Module):
+    """N frames + the teacher's N probability maps → N corrected per-frame logits.
+
+    Args:
+        num_classes: C ≥ 2.
+        inputs: N ≥ 1, frames per window (the joint decoder's channels are N·2·width in, N·hidden, N·C out).
+        encoder: one of :data:`DECODER_ENCODERS` (``"small"``: from scratch, stride 4).
+        width: feature channels of each encoder per frame.
+        hidden: hidden channels of the joint decoder per frame.
+        eps: probability clip of :func:`teacher_logits`.
+
+    ``forward(frames (B, N, 3, H, W) float in [0, 1], probs (B, N, C, H, W) float in [0, 1])`` →
+    ``(B, N, C, H, W)`` float logits = ``teacher_logits(probs) + correction`` upsampled to ``(H, W)``.
+    """
+
+    def __init__(self, *, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16,
+                 hidden: int = 16, eps: float = 1e-4):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if inputs < 1:
+            raise ValueError(f"inputs must be >= 1, got {inputs}")
+        if encoder not in DECODER_ENCODERS:
+            raise ValueError(f"unknown decoder encoder {encoder!r}; expected one of {DECODER_ENCODERS}")
+        if width < 1 or hidden < 1:
+            raise ValueError(f"width and hidden must be >= 1, got {width}, {hidden}")
+        if not 0.0 < eps < 1.0 / num_classes:
+            raise ValueError(f"eps must be in (0, 1/C), got {eps}")
+        self.num_classes, self.inputs, self.eps = int(num_classes), int(inputs), float(eps)
+        self.frame_encoder = _small_encoder(3, width)
+        self.mask_encoder = _small_encoder(num_classes, width)
+        n, k = self.inputs, hidden
+        self.joint = nn.Sequential(_conv(n * 2 * width, n * k), _conv(n * k, n * k, dilation=2),
+                                   _conv(n * k, n * k, dilation=4))
+        self.head = nn.Conv2d(n * k, n * num_classes, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _check(self, frames: Tensor, probs: Tensor) -> None:
+        if frames.ndim != 5 or frames.shape[1] != self.inputs or frames.shape[2] != 3:
+            raise ValueError(f"expected frames B×{self.inputs}×3×H×W, got {tuple(frames.shape)}")
+        if probs.ndim != 5 or probs.shape[:2] != frames.shape[:2] or probs.shape[2] != self.num_classes:
+            raise ValueError(f"expected teacher probs B×{self.inputs}×{self.num_classes}×H×W matching frames "
+                             f"{tuple(frames.shape)}, got {tuple(probs.shape)}")
+        if probs.shape[3:] != frames.shape[3:]:
+            raise ValueError(f"frames {tuple(frames.shape)} and teacher probs {tuple(probs.shape)} differ in size")
+        if not (torch.is_floating_point(frames) and torch.is_floating_point(probs)):
+            raise ValueError(f"expected float frames and probs, got {frames.dtype}, {probs.dtype}")
+
+    def correction(self, frames: Tensor, probs: Tensor) -> Tensor:
+        """The decoder's additive logit correction at stride 4: ``(B, N, C, ⌈H/4⌉, ⌈W/4⌉)`` float."""
+        self._check(frames, probs)
+        b, n, _, h, w = frames.shape
+        f = self.frame_encoder(((frames - _FRAME_MEAN) / _FRAME_STD).flatten(0, 1))
+        m = self.mask_encoder(probs.flatten(0, 1))
+        feats = torch.cat([f, m], dim=1)                         # (B·N, 2F, h', w')
+        feats = feats.view(b, n * feats.shape[1], *feats.shape[2:])  # frames side by side in channels
+        out = self.head(self.joint(feats))
+        return out.view(b, n, self.num_classes, *out.shape[2:])
+
+    def forward(self, frames: Tensor, probs: Tensor) -> Tensor:
+        delta = self.correction(frames, probs)
+        b, n, c = delta.shape[:3]
+        up = F.interpolate(delta.flatten(0, 1), size=probs.shape[3:], mode="bilinear", align_corners=False)
+        return teacher_logits(probs, eps=self.eps) + up.view(b, n, c, *probs.shape[3:])
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, inputs={self.inputs}, eps={self.eps}"
+
+
+def build_decoder(*, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16, hidden: int = 16,
+                  eps: float = 1e-4) -> MultiInputDecoder:
+    """A :class:`MultiInputDecoder` (untrained: it returns the teacher's logits)."""
+    return MultiInputDecoder(num_classes=num_classes, inputs=inputs, encoder=encoder, width=width, hidden=hidden,
+                             eps=eps)
+
+
+def build_decoder_from_config(config: dict[str, Any]) -> MultiInputDecoder:
+    """Rebuild a decoder from a ``model.pt`` config (keys :data:`MODEL_CONFIG_KEYS`)."""
+    missing = [k for k in MODEL_CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"decoder config lacks {missing}")
+    return build_decoder(num_classes=int(config["num_classes"]), inputs=int(config["inputs"]),
+                         encoder=str(config["encoder"]), width=int(config["width"]), hidden=int(config["hidden"]),
+                         eps=float(config["eps"]))

@@ -1,0 +1,346 @@
+"""Train the multi-input decoder on unlabeled video with the flow-consistency loss (paper §5.1).
+
+Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive frames per process
+(:func:`steadyseg.train.decoder_data.sample_window`) and minimises, per window,
+
+    consistency = mean over all N·(N−1) ordered pairs of steadyseg.losses.consistency_loss (validity masks cached)
+    data        = lambda_data · CE(student logits, teacher probabilities)   (soft targets; hard teacher masks are
+                  softened to ``confidence``, so the data term is smallest when the student equals the teacher)
+
+averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
+the batch). Adam with a constant learning rate.
+
+Outputs under ``out`` (process 0)::
+
+    model.pt              final weights + config (kind "decoder"), what `steadyseg predict` reads
+    checkpoints/last.pt   resumable state: model, optimiser, step, elapsed time, RNG states, config
+    log.jsonl             one JSON object per step (every loss term, valid fraction, lr) and a final "done" record
+    run.json              the final record
+    config.yaml           the resolved configuration
+    cache/flow/           the flow cache (unless ``cache_dir`` points elsewhere)
+
+Resuming (``resume=True``) restores ``checkpoints/last.pt``; windows depend only on ``(seed, step, index)``, so
+``2 + 2`` steps give the weights of 4 steps. ``steps`` and ``minutes`` may change when resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DECODER_DEFAULTS", "decoder_losses", "DecoderLoss", "train_decoder"]
+
+DECODER_DEFAULTS: dict[str, Any] = {
+    "inputs": 7,
+    "encoder": "small",
+    "width": 16,
+    "hidden": 16,
+    "eps": 1e-4,
+    "size": None,             # (h, w) training size; None = the videos' size
+    "crop": None,             # (h, w) random crop of the training-size frames; None = whole frames
+    "hflip_prob": 0.5,
+    "confidence": 0.9,        # label probability of hard teacher masks
+    "binary": False,
+    "num_classes": None,      # None: from the teachers (soft: their channels; hard: max label + 1, at least 2)
+    "lambda_data": 0.5,
+    "lr": 1e-3,
+    "batch_size": 1,          # windows per step per process
+    "steps": None,
+    "minutes": None,
+    "seed": 0,
+    "flow": "dis",
+    "preset": "medium",
+    "cache_dir": None,        # None: out/cache/flow
+    "flow_jobs": 1,
+    "checkpoint_every": 50,
+    "device": None,
+    "resume": False,
+    "progress": True,
+}
+# keys that may differ between a run and its resumption
+_RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_every", "flow_jobs", "cache_dir"}
+
+
+def decoder_losses(logits: Tensor, teacher_probs: Tensor, flows: dict[tuple[int, int], Tensor],
+                   valid: dict[tuple[int, int], Tensor] | None = None, *, lambda_data: float = 0.5,
+                   pairs: str | int | list[tuple[int, int]] = "all") -> dict[str, Tensor]:
+    """Named loss terms of one window.
+
+    Args:
+        logits: ``(1, N, C, H, W)`` student logits.
+        teacher_probs: ``(1, N, C, H, W)`` teacher probabilities (targets of the data term).
+        flows: ``{(p, q): (1, 2, H, W)}`` flow p→q in pixels for every ordered pair used.
+        valid: ``{(p, q): (1, 1, H, W)}`` bool ``M[p→q]`` on q's pixels (computed from the flows when ``None``).
+        lambda_data: weight of the data term.
+        pairs: ordered pairs of the consistency term (:func:`steadyseg.losses.select_pairs`).
+
+    Returns:
+        ``{"consistency", "data" (already × lambda_data), "total" (their sum), "valid_fraction" (detached, not a
+        loss term)}``, scalar tensors.
+    """
+    from steadyseg.losses import consistency_loss
+
+    if logits.ndim != 5 or teacher_probs.shape != logits.shape:
+        raise ValueError(f"expected logits and teacher probs 1×N×C×H×W of one shape, got {tuple(logits.shape)} and "
+                         f"{tuple(teacher_probs.shape)}")
+    cons = consistency_loss(logits.softmax(dim=2), flows, valid, pairs=pairs)
+    data = F.cross_entropy(logits.flatten(0, 1), teacher_probs.flatten(0, 1).to(logits.dtype))
+    terms = {"consistency": cons["consistency"], "data": float(lambda_data) * data}
+    terms["total"] = terms["consistency"] + terms["data"]
+    terms["valid_fraction"] = cons["valid_fraction"]
+    return terms
+
+
+class DecoderLoss(nn.Module):
+    """:func:`decoder_losses` as a module: ``forward(logits, teacher_probs, flows, valid=None)`` → dict of terms."""
+
+    def __init__(self, *, lambda_data: float = 0.5, pairs: str | int | list[tuple[int, int]] = "all"):
+        super().__init__()
+        if lambda_data < 0:
+            raise ValueError(f"lambda_data must be >= 0, got {lambda_data}")
+        self.lambda_data, self.pairs = float(lambda_data), pairs
+
+    def forward(self, logits: Tensor, teacher_probs: Tensor, flows, valid=None) -> dict[str, Tensor]:
+        return decoder_losses(logits, teacher_probs, flows, valid, lambda_data=self.lambda_data, pairs=self.pairs)
+
+
+def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(DECODER_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train_decoder: unknown arguments {sorted(unknown)}")
+    cfg = {**DECODER_DEFAULTS, **kwargs}
+    if cfg["steps"] is None and cfg["minutes"] is None:
+        raise ValueError("give steps or minutes (or both: whichever comes first stops the run)")
+    if cfg["steps"] is not None and int(cfg["steps"]) < 0:
+        raise ValueError(f"steps must be >= 0, got {cfg['steps']}")
+    if cfg["minutes"] is not None and cfg["minutes"] <= 0:
+        raise ValueError(f"minutes must be > 0, got {cfg['minutes']}")
+    if int(cfg["inputs"]) < 1:
+        raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
+    if int(cfg["batch_size"]) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
+    for key in ("size", "crop"):
+        if cfg[key] is not None:
+            if len(cfg[key]) != 2 or min(int(v) for v in cfg[key]) < 8:
+                raise ValueError(f"{key} must be two integers (H W) >= 8, got {cfg[key]}")
+            cfg[key] = [int(v) for v in cfg[key]]
+    return cfg
+
+
+def _num_classes(teachers: Sequence[str | os.PathLike], binary: bool) -> int:
+    """The class count of the teachers: the largest of soft → channels, hard → max label + 1 (at least 2).
+
+    A soft teacher with fewer channels is then refused by :func:`~steadyseg.train.decoder_data.read_teacher_probs`
+    (the error names its folder)."""
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.labels import VOID
+
+    counts = []
+    for t in teachers:
+        m = open_masks(t, binary=binary)
+        if m.reading == "soft-probs":
+            counts.append(int(m.probs(0).shape[0]))
+        else:
+            counts.append(max(2, max(int(lab[lab != VOID].max(initial=0)) for lab in m) + 1))
+    return max(counts)
+
+
+def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
+            "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
+            "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
+            "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
+            "teacher_reading": formats[0]["reading"]}
+
+
+def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]], out: str | os.PathLike, *,
+                  flows: Sequence[Callable[[int, int], np.ndarray]] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Train (or resume) a multi-input decoder on unlabeled videos; see the module doc for the loss and outputs.
+
+    Args:
+        videos: ``(frames folder, teacher folder)`` pairs, matched in order; each teacher holds one mask (PNG) or
+            probability array (``.npy``/``.npz``) per frame of its video, of the same size.
+        out: the run folder.
+        flows: optional exact flows, one ``flows(p, q) → (H, W, 2)`` per video at full size, instead of optical
+            flow (synthetic videos, tests).
+        **kwargs: any key of :data:`DECODER_DEFAULTS` (unknown keys raise ``TypeError``): the model (``inputs``,
+            ``encoder``, ``width``, ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
+            ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
+            ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
+            reached stops), ``seed``, the flow (``flow`` backend, ``preset``, ``cache_dir``, ``flow_jobs``),
+            ``checkpoint_every`` (steps), ``device``, ``resume``, ``progress``.
+
+    Returns:
+        the run record (also ``run.json`` and the last line of ``log.jsonl``).
+    """
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
+    from steadyseg.train.checkpoint import save_model
+    from steadyseg.train.decoder import build_decoder_from_config
+    from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
+    from steadyseg.train.distributed import cleanup, init_distributed_mode
+    from steadyseg.train.teacher import _rng_state, _set_rng_state, _unwrap
+
+    videos = [(str(f), str(t)) for f, t in videos]
+    if not videos:
+        raise ValueError("train_decoder: give at least one (frames, teacher) pair")
+    if flows is not None and len(flows) != len(videos):
+        raise ValueError(f"train_decoder: {len(flows)} flow functions for {len(videos)} videos")
+    cfg = _resolve(kwargs)
+    out = Path(out)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    resume_state = None
+    if cfg["resume"]:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in this run folder)")
+        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = resume_state["config"]
+        diff = sorted(k for k in kwargs if k not in _RESUME_FREE and saved.get(k) != cfg.get(k))
+        if resume_state.get("videos") != videos:
+            diff.append("videos")
+        if diff:
+            raise ValueError(f"{ckpt_path}: --resume with settings that differ from the run's: "
+                             + ", ".join(f"{k}={cfg.get(k, videos)!r} (run: {saved.get(k, resume_state.get(k))!r})"
+                                         for k in diff))
+        cfg = {**saved, **{k: cfg[k] for k in _RESUME_FREE}}
+    elif ckpt_path.exists():
+        raise ValueError(f"{ckpt_path}: the run folder already holds a training state; "
+                         "use --resume to continue it or choose another --out")
+
+    dist_info = init_distributed_mode(cfg["device"])
+    device, main_proc = dist_info.device, dist_info.is_main
+    torch.manual_seed(cfg["seed"] + dist_info.rank)
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % (2**32))
+    try:
+        num_classes = int(cfg["num_classes"]) if cfg["num_classes"] is not None else _num_classes(
+            [t for _, t in videos], cfg["binary"])
+        cfg["num_classes"] = num_classes
+        cache_dir = cfg["cache_dir"] if cfg["cache_dir"] is not None else out / "cache" / "flow"
+        data = [load_decoder_video(f, t, inputs=int(cfg["inputs"]), num_classes=num_classes,
+                                   size=cfg["size"], confidence=cfg["confidence"], binary=cfg["binary"],
+                                   flows=None if flows is None else flows[k], flow_backend=cfg["flow"],
+                                   flow_preset=cfg["preset"], cache_dir=cache_dir if flows is None else None,
+                                   n_jobs=int(cfg["flow_jobs"]), progress=bool(cfg["progress"]) and main_proc)
+                for k, (f, t) in enumerate(videos)]
+        formats = [teacher_format(open_masks(t, binary=cfg["binary"])) for _, t in videos]
+        model_config = _model_config(cfg, num_classes, formats)
+        model = build_decoder_from_config(model_config).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
+        criterion = DecoderLoss(lambda_data=cfg["lambda_data"])
+        step, elapsed_before = 0, 0.0
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            optimizer.load_state_dict(resume_state["optimizer"])
+            step, elapsed_before = int(resume_state["step"]), float(resume_state["elapsed_s"])
+            _set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list)
+                           else resume_state["rng"])
+        if dist_info.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        log_path = out / "log.jsonl"
+        if main_proc:
+            out.mkdir(parents=True, exist_ok=True)
+            save_resolved_config(out, {**cfg, "videos": [list(v) for v in videos], "exact_flows": flows is not None,
+                                       "world_size": dist_info.world_size, "device": str(device),
+                                       "model": model_config})
+            if resume_state is not None and log_path.exists():  # drop log lines after the restored step
+                kept = [ln for ln in log_path.read_text(encoding="utf-8").splitlines()
+                        if json.loads(ln).get("step", 0) <= step and json.loads(ln).get("type") != "done"]
+                with atomic_path(log_path) as tmp:
+                    tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        log_file = open(log_path, "a", encoding="utf-8") if main_proc else None  # noqa: SIM115
+
+        def checkpoint() -> None:
+            rng = _rng_state()
+            if dist_info.distributed:
+                import torch.distributed as dist
+
+                gathered: list[Any] = [None] * dist_info.world_size
+                dist.all_gather_object(gathered, rng)
+                rng = gathered
+            if main_proc:
+                state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                         "elapsed_s": elapsed_before + (time.perf_counter() - t_start), "rng": rng, "config": cfg,
+                         "videos": videos}
+                with atomic_path(ckpt_path) as tmp:
+                    torch.save(state, tmp)
+
+        budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
+        last_step = None if cfg["steps"] is None else int(cfg["steps"])
+        bar = None
+        if cfg["progress"] and main_proc:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=last_step, initial=step, desc="train decoder", unit="step", dynamic_ncols=True)
+        local = int(cfg["batch_size"])
+        crop = None if cfg["crop"] is None else tuple(cfg["crop"])
+        model.train()
+        t_start = time.perf_counter()
+        terms_f: dict[str, float] = {}
+        stop_reason = "steps"
+        while last_step is None or step < last_step:
+            if budget is not None and time.perf_counter() - t_start >= budget:
+                stop_reason = "time budget"
+                break
+            windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
+                                     index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"])
+                       for k in range(local)]
+            frames = torch.stack([w.frames for w in windows]).to(device)
+            probs = torch.stack([w.probs for w in windows]).to(device)
+            logits = model(frames, probs)
+            per_window = [criterion(logits[k:k + 1], probs[k:k + 1],
+                                    {pq: f.to(device) for pq, f in w.flows.items()},
+                                    {pq: m.to(device) for pq, m in w.valid.items()})
+                          for k, w in enumerate(windows)]
+            terms = {name: torch.stack([t[name] for t in per_window]).mean() for name in per_window[0]}
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            step += 1
+            terms_f = {k: float(v.detach()) for k, v in terms.items()}
+            if not math.isfinite(terms_f["total"]):
+                raise FloatingPointError(f"training loss became {terms_f['total']} at step {step} (terms "
+                                         f"{terms_f}); lower lr or check the data")
+            if log_file is not None:
+                log_file.write(json.dumps({"type": "step", "step": step, "lr": optimizer.param_groups[0]["lr"],
+                                           "loss": terms_f["total"],
+                                           **{f"loss_{k}": v for k, v in terms_f.items() if k != "valid_fraction"},
+                                           "valid_fraction": terms_f["valid_fraction"],
+                                           "windows": [[w.video, w.start] for w in windows]}) + "\n")
+                log_file.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(cons=f"{terms_f['consistency']:.4f}", data=f"{terms_f['data']:.4f}")
+            if cfg["checkpoint_every"] and step % int(cfg["checkpoint_every"]) == 0:
+                checkpoint()
+        if bar is not None:
+            bar.close()
+        wall = time.perf_counter() - t_start
+        checkpoint()
+        record = {"type": "done", "step": step, "stop_reason": stop_reason, "wall_s": wall,
+                  "windows_per_s": (step - (int(resume_state["step"]) if resume_state else 0)) * local
+                  * dist_info.world_size / wall if wall > 0 else None,
+                  "final_loss_terms": terms_f, "world_size": dist_info.world_size, "device": str(device),
+                  "num_classes": num_classes}
+        if main_proc:
+            base = _unwrap(model)
+            save_model(out / "model.pt", kind="decoder", config=model_config, state_dict=base.state_dict())
+            log_file.write(json.dumps(record) + "\n")
+            log_file.close()
+            atomic_write_json(out / "run.json", record)
+        return record
+    finally:
+        cleanup(dist_info)
