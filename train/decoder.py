@@ -132,16 +132,34 @@ class MultiInputDecoder(nn.Module):
         if not (torch.is_floating_point(frames) and torch.is_floating_point(probs)):
             raise ValueError(f"expected float frames and probs, got {frames.dtype}, {probs.dtype}")
 
+    def encode(self, frames: Tensor, probs: Tensor) -> Tensor:
+        """Per-frame features (shared weights, frames independent): ``(B, T, 2·width, ⌈H/4⌉, ⌈W/4⌉)``.
+
+        ``frames (B, T, 3, H, W)`` float in [0, 1] and ``probs (B, T, C, H, W)``; T may differ from N here (a
+        sliding-window predictor encodes each frame once and decodes windows of N encoded frames).
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3 or probs.ndim != 5 or probs.shape[:2] != frames.shape[:2] \
+                or probs.shape[2] != self.num_classes or probs.shape[3:] != frames.shape[3:]:
+            raise ValueError(f"expected frames B×T×3×H×W and teacher probs B×T×{self.num_classes}×H×W of one size, "
+                             f"got {tuple(frames.shape)} and {tuple(probs.shape)}")
+        b, t = frames.shape[:2]
+        f = self.frame_encoder(((frames - _FRAME_MEAN) / _FRAME_STD).flatten(0, 1))
+        m = self.mask_encoder(probs.flatten(0, 1))
+        feats = torch.cat([f, m], dim=1)
+        return feats.view(b, t, *feats.shape[1:])
+
+    def decode(self, feats: Tensor) -> Tensor:
+        """The joint decoder on N encoded frames ``(B, N, 2·width, h, w)`` → correction ``(B, N, C, h, w)``."""
+        if feats.ndim != 5 or feats.shape[1] != self.inputs:
+            raise ValueError(f"expected B×{self.inputs}×F×h×w features, got {tuple(feats.shape)}")
+        b, n = feats.shape[:2]
+        out = self.head(self.joint(feats.flatten(1, 2)))  # the N frames side by side in channels
+        return out.view(b, n, self.num_classes, *out.shape[2:])
+
     def correction(self, frames: Tensor, probs: Tensor) -> Tensor:
         """The decoder's additive logit correction at stride 4: ``(B, N, C, ⌈H/4⌉, ⌈W/4⌉)`` float."""
         self._check(frames, probs)
-        b, n, _, h, w = frames.shape
-        f = self.frame_encoder(((frames - _FRAME_MEAN) / _FRAME_STD).flatten(0, 1))
-        m = self.mask_encoder(probs.flatten(0, 1))
-        feats = torch.cat([f, m], dim=1)                         # (B·N, 2F, h', w')
-        feats = feats.view(b, n * feats.shape[1], *feats.shape[2:])  # frames side by side in channels
-        out = self.head(self.joint(feats))
-        return out.view(b, n, self.num_classes, *out.shape[2:])
+        return self.decode(self.encode(frames, probs))
 
     def forward(self, frames: Tensor, probs: Tensor) -> Tensor:
         delta = self.correction(frames, probs)

@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "sample_window", "Window",
-           "teacher_format", "read_teacher_probs"]
+__all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
+           "sample_window", "Window", "teacher_format", "read_teacher_probs"]
 
 FlowFn = Callable[[int, int], np.ndarray]
 
@@ -52,14 +52,16 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _resize_image(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+def resize_image(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """An ``(H, W, 3) uint8`` frame resampled to ``size = (h, w)`` (``cv2.INTER_AREA``); ``None`` keeps it."""
     if size is None or img.shape[:2] == tuple(size):
         return img
     return cv2.resize(img, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
 
 
-def _resize_probs(p: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """(C, H, W) float → (C, h, w), renormalised to sum 1 per pixel."""
+def resize_probs(p: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``(C, H, W)`` float probabilities → ``(C, h, w)`` float32 (``cv2.INTER_AREA``), renormalised to sum 1 per
+    pixel; ``None`` keeps them."""
     if size is None or p.shape[1:] == tuple(size):
         return p
     chans = [cv2.resize(np.ascontiguousarray(c, dtype=np.float32), (int(size[1]), int(size[0])),
@@ -186,10 +188,13 @@ class PairFlows:
 @dataclass
 class DecoderVideo:
     """One training video at the training size: ``frames (T, h, w, 3) uint8``, ``probs (T, C, h, w) float16``
-    (the teacher's, summing to 1), the ``pairs`` store, and its source folders."""
+    (the teacher's, summing to 1; hard teachers softened), ``labels (T, h, w) uint8`` (hard teachers only: their
+    labels, nearest-neighbour resized, 255 = void; ``None`` for soft teachers), the ``pairs`` store and its
+    source folders."""
 
     frames: np.ndarray
     probs: np.ndarray
+    labels: np.ndarray | None
     pairs: PairFlows
     frames_source: str
     teacher_source: str
@@ -235,9 +240,13 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
     if t < inputs:
         raise ValueError(f"{video.source}: {t} frames, fewer than the window of {inputs} inputs")
     size = tuple(video.size) if size is None else (int(size[0]), int(size[1]))
-    imgs = np.stack([_resize_image(video[i], size) for i in range(t)])
-    probs = np.stack([_resize_probs(read_teacher_probs(masks, i, num_classes=num_classes, confidence=confidence),
+    imgs = np.stack([resize_image(video[i], size) for i in range(t)])
+    probs = np.stack([resize_probs(read_teacher_probs(masks, i, num_classes=num_classes, confidence=confidence),
                                     size) for i in range(t)]).astype(np.float16)
+    labels = None
+    if masks.reading != "soft-probs":
+        labels = np.stack([cv2.resize(masks[i].astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+                           for i in range(t)])
     window = max(inputs - 1, 0)
     cache = None
     if flows is None:
@@ -248,18 +257,20 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
             cache = FlowCache(Path(cache_dir) / "resized")
         flows = provider
     pairs = PairFlows(flows, num_frames=t, size=size, window=window, cache=cache, progress=progress)
-    return DecoderVideo(frames=imgs, probs=probs, pairs=pairs, frames_source=str(video.source),
+    return DecoderVideo(frames=imgs, probs=probs, labels=labels, pairs=pairs, frames_source=str(video.source),
                         teacher_source=str(masks.source))
 
 
 @dataclass
 class Window:
     """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1], ``probs (N, C, h, w) float32``,
-    ``flows {(p, q): (1, 2, h, w)}`` (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels),
-    for every ordered pair of the window; ``video``/``start`` name it."""
+    ``labels (N, h, w) int64`` (hard teachers, 255 = void; else ``None``), ``flows {(p, q): (1, 2, h, w)}``
+    (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels), for every ordered pair of the
+    window; ``video``/``start`` name it."""
 
     frames: torch.Tensor
     probs: torch.Tensor
+    labels: torch.Tensor | None
     flows: dict[tuple[int, int], torch.Tensor]
     valid: dict[tuple[int, int], torch.Tensor]
     video: int
@@ -292,6 +303,9 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     frames = torch.from_numpy(np.ascontiguousarray(video.frames[start:start + inputs, sl[0], sl[1]]))
     frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
     probs = torch.from_numpy(video.probs[start:start + inputs, :, sl[0], sl[1]].astype(np.float32))
+    labels = None
+    if video.labels is not None:
+        labels = torch.from_numpy(video.labels[start:start + inputs, sl[0], sl[1]].astype(np.int64))
     flows, valid = {}, {}
     for p, fp in enumerate(idx):
         for q, fq in enumerate(idx):
@@ -302,8 +316,9 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
             valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp[sl[0], sl[1]]))[None, None]
     if flip:
         frames, probs = frames.flip(-1), probs.flip(-1)
+        labels = None if labels is None else labels.flip(-1)
         flows = {k: torch.cat([-v[:, :1], v[:, 1:]], dim=1).flip(-1) for k, v in flows.items()}
         valid = {k: v.flip(-1) for k, v in valid.items()}
     if crop is not None:  # a correspondence that leaves the crop is not valid in it
         valid = {(p, q): m & ~out_of_frame_torch(flows[(q, p)]) for (p, q), m in valid.items()}
-    return Window(frames=frames, probs=probs, flows=flows, valid=valid, video=vi, start=start)
+    return Window(frames=frames, probs=probs, labels=labels, flows=flows, valid=valid, video=vi, start=start)

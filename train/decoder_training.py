@@ -4,8 +4,11 @@ Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive fram
 (:func:`steadyseg.train.decoder_data.sample_window`) and minimises, per window,
 
     consistency = mean over all N·(N−1) ordered pairs of steadyseg.losses.consistency_loss (validity masks cached)
-    data        = lambda_data · CE(student logits, teacher probabilities)   (soft targets; hard teacher masks are
-                  softened to ``confidence``, so the data term is smallest when the student equals the teacher)
+    data        = lambda_data · CE(student logits, teacher)   (soft teachers: their probabilities as soft targets;
+                  hard teachers: their labels, void ignored — the student's input for them is the labels softened
+                  to ``confidence``, and one-hot targets let the data term agree with the consistency term on
+                  sharpening, which soft 0.9 targets resist: on the synthetic test, soft targets let the output
+                  drift to an all-background mask, labels kept it)
 
 averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
 the batch). Adam with a constant learning rate.
@@ -72,14 +75,15 @@ DECODER_DEFAULTS: dict[str, Any] = {
 _RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_every", "flow_jobs", "cache_dir"}
 
 
-def decoder_losses(logits: Tensor, teacher_probs: Tensor, flows: dict[tuple[int, int], Tensor],
+def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int], Tensor],
                    valid: dict[tuple[int, int], Tensor] | None = None, *, lambda_data: float = 0.5,
                    pairs: str | int | list[tuple[int, int]] = "all") -> dict[str, Tensor]:
     """Named loss terms of one window.
 
     Args:
         logits: ``(1, N, C, H, W)`` student logits.
-        teacher_probs: ``(1, N, C, H, W)`` teacher probabilities (targets of the data term).
+        targets: the data term's targets: ``(1, N, C, H, W)`` float teacher probabilities (soft targets) or
+            ``(1, N, H, W)`` int64 teacher labels (255 = void, ignored).
         flows: ``{(p, q): (1, 2, H, W)}`` flow p→q in pixels for every ordered pair used.
         valid: ``{(p, q): (1, 1, H, W)}`` bool ``M[p→q]`` on q's pixels (computed from the flows when ``None``).
         lambda_data: weight of the data term.
@@ -91,11 +95,18 @@ def decoder_losses(logits: Tensor, teacher_probs: Tensor, flows: dict[tuple[int,
     """
     from steadyseg.losses import consistency_loss
 
-    if logits.ndim != 5 or teacher_probs.shape != logits.shape:
-        raise ValueError(f"expected logits and teacher probs 1×N×C×H×W of one shape, got {tuple(logits.shape)} and "
-                         f"{tuple(teacher_probs.shape)}")
+    from steadyseg.labels import VOID
+
+    soft = torch.is_floating_point(targets)
+    if logits.ndim != 5 or targets.shape != (logits.shape if soft else logits.shape[:2] + logits.shape[3:]):
+        raise ValueError(f"expected logits 1×N×C×H×W and targets 1×N×C×H×W (probabilities) or 1×N×H×W (labels) of "
+                         f"one size, got {tuple(logits.shape)} and {tuple(targets.shape)}")
     cons = consistency_loss(logits.softmax(dim=2), flows, valid, pairs=pairs)
-    data = F.cross_entropy(logits.flatten(0, 1), teacher_probs.flatten(0, 1).to(logits.dtype))
+    if soft:
+        data = F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1).to(logits.dtype))
+    else:
+        data = F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1), ignore_index=VOID)
+        data = torch.nan_to_num(data, nan=0.0)  # every pixel void
     terms = {"consistency": cons["consistency"], "data": float(lambda_data) * data}
     terms["total"] = terms["consistency"] + terms["data"]
     terms["valid_fraction"] = cons["valid_fraction"]
@@ -103,7 +114,7 @@ def decoder_losses(logits: Tensor, teacher_probs: Tensor, flows: dict[tuple[int,
 
 
 class DecoderLoss(nn.Module):
-    """:func:`decoder_losses` as a module: ``forward(logits, teacher_probs, flows, valid=None)`` → dict of terms."""
+    """:func:`decoder_losses` as a module: ``forward(logits, targets, flows, valid=None)`` → dict of terms."""
 
     def __init__(self, *, lambda_data: float = 0.5, pairs: str | int | list[tuple[int, int]] = "all"):
         super().__init__()
@@ -111,8 +122,8 @@ class DecoderLoss(nn.Module):
             raise ValueError(f"lambda_data must be >= 0, got {lambda_data}")
         self.lambda_data, self.pairs = float(lambda_data), pairs
 
-    def forward(self, logits: Tensor, teacher_probs: Tensor, flows, valid=None) -> dict[str, Tensor]:
-        return decoder_losses(logits, teacher_probs, flows, valid, lambda_data=self.lambda_data, pairs=self.pairs)
+    def forward(self, logits: Tensor, targets: Tensor, flows, valid=None) -> dict[str, Tensor]:
+        return decoder_losses(logits, targets, flows, valid, lambda_data=self.lambda_data, pairs=self.pairs)
 
 
 def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -301,7 +312,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)
             logits = model(frames, probs)
-            per_window = [criterion(logits[k:k + 1], probs[k:k + 1],
+            per_window = [criterion(logits[k:k + 1], probs[k:k + 1] if w.labels is None else
+                                    w.labels[None].to(device),
                                     {pq: f.to(device) for pq, f in w.flows.items()},
                                     {pq: m.to(device) for pq, m in w.valid.items()})
                           for k, w in enumerate(windows)]

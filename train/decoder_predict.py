@@ -1,0 +1,123 @@
+"""Video inference of a trained multi-input decoder: sliding windows, full-resolution output.
+
+:class:`DecoderPredictor` is the ``"decoder"`` entry of :data:`steadyseg.train.predict.PREDICTORS` (``steadyseg
+predict --checkpoint RUN/model.pt --frames DIR --teacher DIR --out DIR``).
+
+- Every window of N consecutive frames (stride 1: windows starting at 0 … T − N) is decoded once; a frame's
+  correction is the **mean of the corrections of every window that contains it** (N windows in the middle of the
+  video, fewer at its ends). Each frame is encoded once (the encoders are per frame) and only the joint decoder runs
+  per window, so the cost per frame is one encoding + one window decoding.
+- The model runs at its training size (``config["size"]``, the video's size when trained at full size): frames and
+  teacher probabilities are resized to it (``cv2.INTER_AREA``). The mean correction, at stride 4 of that size, is
+  upsampled bilinearly to the video's full resolution and added to the **full-resolution** teacher logits
+  ``log(clip(p, eps))``; a softmax gives the output probabilities. The teacher's full-resolution output stays the
+  base, so an untrained decoder reproduces the teacher exactly at any size.
+- Videos shorter than N frames: window indices are clamped to the last frame (it is repeated).
+- Frames are yielded in order as soon as the last window containing them is decoded (at most N frames held).
+
+Masks are written in the teacher's format (``reading``/``palette`` attributes: DAVIS-2016 {0, 255}, palette PNGs
+with the teacher's palette, label PNGs; palette PNGs for a soft teacher).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DecoderPredictor"]
+
+
+class DecoderPredictor:
+    """Probabilities of a decoder over a video given its teacher's output.
+
+    Args:
+        model: a :class:`~steadyseg.train.decoder.MultiInputDecoder` in eval mode on ``device``.
+        config: its ``model.pt`` config (``num_classes``, ``inputs``, ``size``, ``confidence``, ``binary``,
+            ``eps``, ``names``).
+        device: torch device.
+        amp: autocast on CUDA.
+        teacher: the teacher's output for the video (a folder/file :func:`open_masks` reads); required.
+
+    Raises:
+        ValueError: no teacher given, or the teacher's class count differs from the model's (naming the folder).
+    """
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], device: torch.device, *, amp: bool = True,
+                 teacher: str | os.PathLike | None = None):
+        from steadyseg.datasets.masks import open_masks
+        from steadyseg.train.decoder_data import teacher_format
+
+        if teacher is None:
+            raise ValueError("a decoder model corrects a teacher's output: give the teacher's masks or "
+                             "probabilities of the video (--teacher DIR)")
+        self.model, self.device = model, torch.device(device)
+        self.config = config
+        self.num_classes = int(config["num_classes"])
+        self.names = list(config["names"])
+        self.inputs = int(config["inputs"])
+        self.size = None if config.get("size") is None else (int(config["size"][0]), int(config["size"][1]))
+        self.amp = amp and self.device.type == "cuda"
+        self.masks = open_masks(teacher, binary=bool(config.get("binary", False)))
+        fmt = teacher_format(self.masks)
+        self.reading, self.palette = fmt["reading"], fmt["palette"]
+        if self.reading == "davis2016-binary" and self.num_classes != 2:
+            raise ValueError(f"{self.masks.source}: a binary DAVIS teacher but the model has {self.num_classes} "
+                             "classes")
+
+    def _teacher(self, i: int) -> np.ndarray:
+        from steadyseg.train.decoder_data import read_teacher_probs
+
+        return read_teacher_probs(self.masks, i, num_classes=self.num_classes,
+                                  confidence=float(self.config["confidence"]))
+
+    def _encode(self, frame: np.ndarray, probs: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        from steadyseg.train.decoder_data import resize_image, resize_probs
+
+        f = torch.from_numpy(np.ascontiguousarray(resize_image(frame, size))).permute(2, 0, 1).float().div_(255.0)
+        p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            return self.model.encode(f[None, None].to(self.device), p[None, None].to(self.device))[0, 0]
+
+    def iter_video(self, frames, *, batch_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, (C, H, W) float32 probabilities)`` for every frame, in order (``batch_size`` is unused)."""
+        from steadyseg.datasets.masks import check_matching
+        from steadyseg.train.decoder import teacher_logits
+
+        check_matching(frames, self.masks)
+        t_total, n = len(frames), self.inputs
+        size = self.size or tuple(frames.size)
+        feats: dict[int, torch.Tensor] = {}
+        teacher: dict[int, np.ndarray] = {}
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        last_start = max(t_total - n, 0)
+        next_out = 0
+        with torch.inference_mode():
+            for s in range(last_start + 1):
+                idx = [min(s + j, t_total - 1) for j in range(n)]
+                for i in sorted(set(idx)):
+                    if i not in feats:
+                        teacher[i] = self._teacher(i)
+                        feats[i] = self._encode(frames[i], teacher[i], size)
+                with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                    delta = self.model.decode(torch.stack([feats[i] for i in idx])[None]).float()[0]
+                for j, i in enumerate(idx):
+                    if j and i == idx[j - 1]:  # a repeated (clamped) frame counts once per window
+                        continue
+                    sums[i] = sums[i] + delta[j] if i in sums else delta[j].clone()
+                    counts[i] = counts.get(i, 0) + 1
+                done = t_total if s == last_start else s + 1  # frames < done get no further window
+                while next_out < done:
+                    i = next_out
+                    corr = F.interpolate((sums.pop(i) / counts.pop(i))[None], size=teacher[i].shape[1:],
+                                         mode="bilinear", align_corners=False)[0]
+                    base = teacher_logits(torch.from_numpy(teacher.pop(i)).to(self.device), eps=self.model.eps)
+                    yield i, (base + corr).softmax(dim=0).cpu().numpy()
+                    feats.pop(i)  # windows from s + 1 on start after frame i
+                    next_out += 1
