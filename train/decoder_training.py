@@ -322,7 +322,13 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             terms["total"].backward()
             optimizer.step()
             step += 1
-            terms_f = {k: float(v.detach()) for k, v in terms.items()}
+            logged = torch.stack([v.detach() for v in terms.values()])
+            if dist_info.distributed:  # log the mean over every process's windows (the global batch)
+                import torch.distributed as dist
+
+                dist.all_reduce(logged)
+                logged /= dist_info.world_size
+            terms_f = {k: float(v) for k, v in zip(terms, logged)}
             if not math.isfinite(terms_f["total"]):
                 raise FloatingPointError(f"training loss became {terms_f['total']} at step {step} (terms "
                                          f"{terms_f}); lower lr or check the data")

@@ -169,3 +169,40 @@ def test_bad_inputs_name_the_files(flicker, tmp_path):
     with pytest.raises(ValueError, match="fewer than the window"):
         train_decoder([(paths["frames"], paths["predictions"])], tmp_path / "r2", flows=[v.flows], inputs=20,
                       steps=1, progress=False)
+
+
+def _ddp_worker(rank: int, world: int, port: int, videos, flows, out: str, kwargs: dict) -> None:
+    import os
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    train_decoder(videos, out, flows=flows, device="cpu", **kwargs)
+
+
+def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"])]
+    kwargs = dict(inputs=3, lr=3e-3, seed=1, steps=2, progress=False, crop=(48, 48))
+    train_decoder(videos, tmp_path / "one", flows=[v.flows], batch_size=2, device="cpu", **kwargs)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, videos, [v.flows], str(tmp_path / "two"), {**kwargs, "batch_size": 1}),
+             nprocs=2, join=True)
+    one = [json.loads(ln) for ln in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    two = [json.loads(ln) for ln in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert two[-1]["world_size"] == 2
+    a = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # process 0 logs its own windows (the one-process run saw them first) and the loss terms of the global batch
+    assert [r["windows"][0] for r in two[:2]] == [r["windows"][0] for r in one[:2]]
+    for r1, r2 in zip(one[:2], two[:2]):
+        for k in ("loss_consistency", "loss_data", "loss_total"):
+            assert r2[k] == pytest.approx(r1[k], rel=1e-5), k
