@@ -14,6 +14,10 @@ predict --checkpoint RUN/model.pt --frames DIR --teacher DIR --out DIR``).
   base, so an untrained decoder reproduces the teacher exactly at any size.
 - Videos shorter than N frames: window indices are clamped to the last frame (it is repeated).
 - Frames are yielded in order as soon as the last window containing them is decoded (at most N frames held).
+- Causal models (``config["causal"]``, ``steadyseg train decoder --causal``): frame t is the **last** output of the
+  window ``t−N+1 … t`` (the first frame repeated before the video starts), so no future frame is read;
+  :class:`DecoderStream` gives frame t as soon as frame t arrives (``step`` / ``reset``), and the offline predictor
+  of a causal model runs the same stream.
 
 Masks are written in the teacher's format (``reading``/``palette`` attributes: DAVIS-2016 {0, 255}, palette PNGs
 with the teacher's palette, label PNGs; palette PNGs for a soft teacher).
@@ -30,7 +34,68 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DecoderPredictor"]
+__all__ = ["DecoderPredictor", "DecoderStream"]
+
+
+class _Runner:
+    """Shared inference steps: encode one frame at the model size, finish one frame at full resolution."""
+
+    def __init__(self, model: nn.Module, *, size: tuple[int, int] | None, device: torch.device, amp: bool):
+        self.model, self.size, self.device = model, size, torch.device(device)
+        self.amp = amp and self.device.type == "cuda"
+
+    def encode(self, frame: np.ndarray, probs: np.ndarray) -> torch.Tensor:
+        """``(2·width, h', w')`` features of one ``(H, W, 3) uint8`` frame and its ``(C, H, W)`` teacher probs."""
+        from steadyseg.train.decoder_data import resize_image, resize_probs
+
+        size = self.size or tuple(frame.shape[:2])
+        f = torch.from_numpy(np.ascontiguousarray(resize_image(frame, size))).permute(2, 0, 1).float().div_(255.0)
+        p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            return self.model.encode(f[None, None].to(self.device), p[None, None].to(self.device))[0, 0]
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """``(N, C, h', w')`` float corrections of a window of N encoded frames."""
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            return self.model.decode(torch.stack(feats)[None]).float()[0]
+
+    def finish(self, correction: torch.Tensor, probs: np.ndarray) -> np.ndarray:
+        """Upsample a ``(C, h', w')`` correction to the teacher's ``(H, W)``, add its logits → ``(C, H, W)`` probs."""
+        from steadyseg.train.decoder import teacher_logits
+
+        corr = F.interpolate(correction[None], size=probs.shape[1:], mode="bilinear", align_corners=False)[0]
+        base = teacher_logits(torch.from_numpy(probs).to(self.device), eps=self.model.eps)
+        return (base + corr).softmax(dim=0).cpu().numpy()
+
+
+class DecoderStream:
+    """Causal, streaming inference: ``step(frame, teacher_probs)`` → the corrected probabilities of that frame.
+
+    Frame t is the last output of the window of the N most recent frames (before N frames have arrived, the first
+    frame fills the window's start). Call under ``torch.inference_mode()``; ``reset()`` starts a new video.
+
+    Args:
+        model: a :class:`~steadyseg.train.decoder.MultiInputDecoder` in eval mode on ``device``.
+        size: the model's input ``(h, w)`` (``None``: each frame's own size).
+        device, amp: torch device; autocast on CUDA.
+
+    ``step(frame (H, W, 3) uint8 RGB, teacher_probs (C, H, W) float32)`` → ``(C, H, W) float32`` probabilities.
+    """
+
+    def __init__(self, model: nn.Module, *, size: tuple[int, int] | None = None,
+                 device: torch.device | str = "cpu", amp: bool = True):
+        self._run = _Runner(model, size=size, device=torch.device(device), amp=amp)
+        self.inputs = int(model.inputs)
+        self.reset()
+
+    def reset(self) -> None:
+        self._feats: list[torch.Tensor] = []
+
+    def step(self, frame: np.ndarray, teacher_probs: np.ndarray) -> np.ndarray:
+        self._feats.append(self._run.encode(frame, teacher_probs))
+        self._feats = self._feats[-self.inputs:]
+        window = [self._feats[0]] * (self.inputs - len(self._feats)) + self._feats
+        return self._run.finish(self._run.decode(window)[-1], teacher_probs)
 
 
 class DecoderPredictor:
@@ -39,7 +104,7 @@ class DecoderPredictor:
     Args:
         model: a :class:`~steadyseg.train.decoder.MultiInputDecoder` in eval mode on ``device``.
         config: its ``model.pt`` config (``num_classes``, ``inputs``, ``size``, ``confidence``, ``binary``,
-            ``eps``, ``names``).
+            ``eps``, ``names``, ``causal``).
         device: torch device.
         amp: autocast on CUDA.
         teacher: the teacher's output for the video (a folder/file :func:`open_masks` reads); required.
@@ -61,6 +126,7 @@ class DecoderPredictor:
         self.num_classes = int(config["num_classes"])
         self.names = list(config["names"])
         self.inputs = int(config["inputs"])
+        self.causal = bool(config.get("causal", False))
         self.size = None if config.get("size") is None else (int(config["size"][0]), int(config["size"][1]))
         self.amp = amp and self.device.type == "cuda"
         self.masks = open_masks(teacher, binary=bool(config.get("binary", False)))
@@ -76,48 +142,43 @@ class DecoderPredictor:
         return read_teacher_probs(self.masks, i, num_classes=self.num_classes,
                                   confidence=float(self.config["confidence"]))
 
-    def _encode(self, frame: np.ndarray, probs: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-        from steadyseg.train.decoder_data import resize_image, resize_probs
-
-        f = torch.from_numpy(np.ascontiguousarray(resize_image(frame, size))).permute(2, 0, 1).float().div_(255.0)
-        p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
-        with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            return self.model.encode(f[None, None].to(self.device), p[None, None].to(self.device))[0, 0]
-
     def iter_video(self, frames, *, batch_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, (C, H, W) float32 probabilities)`` for every frame, in order (``batch_size`` is unused)."""
         from steadyseg.datasets.masks import check_matching
-        from steadyseg.train.decoder import teacher_logits
 
         check_matching(frames, self.masks)
+        with torch.inference_mode():
+            if self.causal:
+                stream = DecoderStream(self.model, size=self.size, device=self.device, amp=self.amp)
+                for i in range(len(frames)):
+                    yield i, stream.step(frames[i], self._teacher(i))
+                return
+            yield from self._offline(frames)
+
+    def _offline(self, frames) -> Iterator[tuple[int, np.ndarray]]:
+        run = _Runner(self.model, size=self.size, device=self.device, amp=self.amp)
         t_total, n = len(frames), self.inputs
-        size = self.size or tuple(frames.size)
         feats: dict[int, torch.Tensor] = {}
         teacher: dict[int, np.ndarray] = {}
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
         last_start = max(t_total - n, 0)
         next_out = 0
-        with torch.inference_mode():
-            for s in range(last_start + 1):
-                idx = [min(s + j, t_total - 1) for j in range(n)]
-                for i in sorted(set(idx)):
-                    if i not in feats:
-                        teacher[i] = self._teacher(i)
-                        feats[i] = self._encode(frames[i], teacher[i], size)
-                with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                    delta = self.model.decode(torch.stack([feats[i] for i in idx])[None]).float()[0]
-                for j, i in enumerate(idx):
-                    if j and i == idx[j - 1]:  # a repeated (clamped) frame counts once per window
-                        continue
-                    sums[i] = sums[i] + delta[j] if i in sums else delta[j].clone()
-                    counts[i] = counts.get(i, 0) + 1
-                done = t_total if s == last_start else s + 1  # frames < done get no further window
-                while next_out < done:
-                    i = next_out
-                    corr = F.interpolate((sums.pop(i) / counts.pop(i))[None], size=teacher[i].shape[1:],
-                                         mode="bilinear", align_corners=False)[0]
-                    base = teacher_logits(torch.from_numpy(teacher.pop(i)).to(self.device), eps=self.model.eps)
-                    yield i, (base + corr).softmax(dim=0).cpu().numpy()
-                    feats.pop(i)  # windows from s + 1 on start after frame i
-                    next_out += 1
+        for s in range(last_start + 1):
+            idx = [min(s + j, t_total - 1) for j in range(n)]
+            for i in sorted(set(idx)):
+                if i not in feats:
+                    teacher[i] = self._teacher(i)
+                    feats[i] = run.encode(frames[i], teacher[i])
+            delta = run.decode([feats[i] for i in idx])
+            for j, i in enumerate(idx):
+                if j and i == idx[j - 1]:  # a repeated (clamped) frame counts once per window
+                    continue
+                sums[i] = sums[i] + delta[j] if i in sums else delta[j].clone()
+                counts[i] = counts.get(i, 0) + 1
+            done = t_total if s == last_start else s + 1  # frames < done get no further window
+            while next_out < done:
+                i = next_out
+                yield i, run.finish(sums.pop(i) / counts.pop(i), teacher.pop(i))
+                feats.pop(i)  # windows from s + 1 on start after frame i
+                next_out += 1

@@ -46,6 +46,7 @@ __all__ = ["DECODER_DEFAULTS", "decoder_losses", "DecoderLoss", "train_decoder"]
 
 DECODER_DEFAULTS: dict[str, Any] = {
     "inputs": 7,
+    "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
     "encoder": "small",
     "width": 16,
     "hidden": 16,
@@ -171,6 +172,7 @@ def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str,
     return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
+            "causal": bool(cfg["causal"]),
             "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
             "teacher_reading": formats[0]["reading"]}
 
@@ -186,7 +188,9 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         flows: optional exact flows, one ``flows(p, q) → (H, W, 2)`` per video at full size, instead of optical
             flow (synthetic videos, tests).
         **kwargs: any key of :data:`DECODER_DEFAULTS` (unknown keys raise ``TypeError``): the model (``inputs``,
-            ``encoder``, ``width``, ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
+            ``causal`` — the same training, but prediction then uses only the last output of the window ending at
+            each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``encoder``, ``width``,
+            ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
             ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
             ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
             reached stops), ``seed``, the flow (``flow`` backend, ``preset``, ``cache_dir``, ``flow_jobs``),

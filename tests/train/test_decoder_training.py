@@ -206,3 +206,44 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker,
     for r1, r2 in zip(one[:2], two[:2]):
         for k in ("loss_consistency", "loss_data", "loss_total"):
             assert r2[k] == pytest.approx(r1[k], rel=1e-5), k
+
+
+def test_causal_model_never_reads_a_future_frame_and_streams_like_offline(flicker, tmp_path):
+    from steadyseg.datasets.video import open_video
+    from steadyseg.train.decoder_data import read_teacher_probs
+    from steadyseg.train.decoder_predict import DecoderStream
+
+    v, paths = flicker
+    run = tmp_path / "run"
+    train_decoder([(paths["frames"], paths["predictions"])], run, flows=[v.flows], inputs=3, steps=30, lr=3e-3,
+                  causal=True, progress=False)
+    kind, config, model = load_model(run / "model.pt")
+    assert config["causal"] is True
+    predict_video(run / "model.pt", paths["frames"], tmp_path / "a", teacher=paths["predictions"], probs=True,
+                  progress=False)
+    # the same video with frames 10.. replaced by noise and the teacher's masks 10.. emptied
+    frames2, teacher2 = tmp_path / "frames2", tmp_path / "teacher2"
+    shutil.copytree(paths["frames"], frames2)
+    shutil.copytree(paths["predictions"], teacher2)
+    rng = np.random.default_rng(0)
+    for t in range(10, 16):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(frames2 / f"{t:05d}.png")
+        with Image.open(teacher2 / f"{t:05d}.png") as im:
+            empty = Image.fromarray(np.zeros((64, 80), np.uint8), mode="P")
+            empty.putpalette(im.getpalette())
+        empty.save(teacher2 / f"{t:05d}.png")
+    predict_video(run / "model.pt", frames2, tmp_path / "b", teacher=teacher2, probs=True, progress=False)
+    changed = []
+    for t in range(16):
+        with np.load(tmp_path / "a" / "probs" / f"{t:05d}.npz") as za, \
+                np.load(tmp_path / "b" / "probs" / f"{t:05d}.npz") as zb:
+            changed.append(not np.array_equal(za["probs"], zb["probs"]))
+    assert changed == [False] * 10 + [True] * 6
+    # streaming gives the offline (causal) result frame by frame
+    video, masks = open_video(paths["frames"]), open_masks(paths["predictions"])
+    stream = DecoderStream(model, size=None)
+    with torch.inference_mode():
+        for t in range(16):
+            p = stream.step(video[t], read_teacher_probs(masks, t, num_classes=3, confidence=0.9))
+            with np.load(tmp_path / "a" / "probs" / f"{t:05d}.npz") as za:
+                np.testing.assert_allclose(p, za["probs"].astype(np.float32), atol=1e-3)  # stored as float16
