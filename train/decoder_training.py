@@ -200,12 +200,13 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         the run record (also ``run.json`` and the last line of ``log.jsonl``).
     """
     from steadyseg.datasets.masks import open_masks
-    from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
+    from steadyseg.files import atomic_write_json, save_resolved_config
     from steadyseg.train.checkpoint import save_model
     from steadyseg.train.decoder import build_decoder_from_config
     from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
     from steadyseg.train.distributed import cleanup, init_distributed_mode
-    from steadyseg.train.teacher import _rng_state, _set_rng_state, _unwrap
+    from steadyseg.train.run_state import gather_rng, open_run_state, restore_rng, save_run_state, trim_log
+    from steadyseg.train.teacher import _unwrap
 
     videos = [(str(f), str(t)) for f, t in videos]
     if not videos:
@@ -213,25 +214,9 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
     if flows is not None and len(flows) != len(videos):
         raise ValueError(f"train_decoder: {len(flows)} flow functions for {len(videos)} videos")
     cfg = _resolve(kwargs)
+    cfg, resume_state = open_run_state(out, cfg, kwargs, resume=bool(cfg["resume"]), free=_RESUME_FREE,
+                                       identity={"videos": videos})
     out = Path(out)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    resume_state = None
-    if cfg["resume"]:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in this run folder)")
-        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = resume_state["config"]
-        diff = sorted(k for k in kwargs if k not in _RESUME_FREE and saved.get(k) != cfg.get(k))
-        if resume_state.get("videos") != videos:
-            diff.append("videos")
-        if diff:
-            raise ValueError(f"{ckpt_path}: --resume with settings that differ from the run's: "
-                             + ", ".join(f"{k}={cfg.get(k, videos)!r} (run: {saved.get(k, resume_state.get(k))!r})"
-                                         for k in diff))
-        cfg = {**saved, **{k: cfg[k] for k in _RESUME_FREE}}
-    elif ckpt_path.exists():
-        raise ValueError(f"{ckpt_path}: the run folder already holds a training state; "
-                         "use --resume to continue it or choose another --out")
 
     dist_info = init_distributed_mode(cfg["device"])
     device, main_proc = dist_info.device, dist_info.is_main
@@ -259,8 +244,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             model.load_state_dict(resume_state["model"])
             optimizer.load_state_dict(resume_state["optimizer"])
             step, elapsed_before = int(resume_state["step"]), float(resume_state["elapsed_s"])
-            _set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list)
-                           else resume_state["rng"])
+            restore_rng(resume_state["rng"], dist_info.rank)
         if dist_info.distributed:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -271,27 +255,16 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             save_resolved_config(out, {**cfg, "videos": [list(v) for v in videos], "exact_flows": flows is not None,
                                        "world_size": dist_info.world_size, "device": str(device),
                                        "model": model_config})
-            if resume_state is not None and log_path.exists():  # drop log lines after the restored step
-                kept = [ln for ln in log_path.read_text(encoding="utf-8").splitlines()
-                        if json.loads(ln).get("step", 0) <= step and json.loads(ln).get("type") != "done"]
-                with atomic_path(log_path) as tmp:
-                    tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+            if resume_state is not None:  # drop log lines after the restored step
+                trim_log(log_path, step)
         log_file = open(log_path, "a", encoding="utf-8") if main_proc else None  # noqa: SIM115
 
         def checkpoint() -> None:
-            rng = _rng_state()
-            if dist_info.distributed:
-                import torch.distributed as dist
-
-                gathered: list[Any] = [None] * dist_info.world_size
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
+            rng = gather_rng(dist_info)
             if main_proc:
-                state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "elapsed_s": elapsed_before + (time.perf_counter() - t_start), "rng": rng, "config": cfg,
-                         "videos": videos}
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save(state, tmp)
+                save_run_state(out, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                     "step": step, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
+                                     "rng": rng, "config": cfg, "videos": videos})
 
         budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
         last_step = None if cfg["steps"] is None else int(cfg["steps"])
