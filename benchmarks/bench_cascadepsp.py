@@ -43,8 +43,8 @@ def _one(width: int, height: int, fast: bool, L: int, threads: int, budget: floa
     import numpy as np
     import torch
 
-    from steadyseg.refine.cascadepsp import build_cascadepsp
-    from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner, plan_patches
+    from steadyseg.refine.cascadepsp.network import build_cascadepsp_net
+    from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner, plan_patches
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -52,7 +52,7 @@ def _one(width: int, height: int, fast: bool, L: int, threads: int, budget: floa
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     mask = np.zeros((height, width), dtype=bool)
     mask[height // 4:3 * height // 4, width // 5:4 * width // 5] = True
-    ref = CascadePSPRefiner(model=build_cascadepsp(), device="cpu", patch_batch_size=batch, skip_low=0.0,
+    ref = CascadePSPRefiner(model=build_cascadepsp_net(), device="cpu", patch_batch_size=batch, skip_low=0.0,
                             skip_high=1.0)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = {"width": width, "height": height, "fast": fast, "L": L, "threads": threads, "patch_batch_size": batch}

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from steadyseg.files import atomic_write_json
-from steadyseg.refine.guided_filter import GuidedFilter3d, confidence_weights
+from steadyseg.refine.postprocess.guided_filter import GuidedFilter3d, confidence_weights
 
 
 def _inputs(n_frames: int, height: int, width: int, seed: int = 0):

@@ -40,19 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STEADYSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-class _Head(Sequence):
-    def __init__(self, seq, n):
-        self.seq, self.n = seq, min(n, len(seq))
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.seq[i]
-
-
 def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_frames: int | None) -> dict:
     from steadyseg.datasets.flow import FlowProvider, window_pairs
     from steadyseg.datasets.masks import open_masks
@@ -60,7 +47,7 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
     from steadyseg.measures import inconsistency
 
     video = open_video(DATA / "davis2016" / "JPEGImages" / "480p" / sequence, max_frames=max_frames)
-    masks = _Head(open_masks(DATA / "davis2017-osvos" / sequence, binary=True), len(video))
+    masks = open_masks(DATA / "davis2017-osvos" / sequence, binary=True, max_frames=len(video))
     n = len(video)
     for i in range(n):  # decode + hash every frame once, so both runs pay the same for keys
         video.content_hash(i)
@@ -112,7 +99,7 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
     return out
 
 
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 
 
 def davis_table(*, preset: str, window: int, workers: int, max_frames: int | None, cache: str | None) -> list[dict]:
@@ -128,8 +115,8 @@ def davis_table(*, preset: str, window: int, workers: int, max_frames: int | Non
         for seq in SEQUENCES:
             video = open_video(DATA / "davis2016" / "JPEGImages" / "480p" / seq, max_frames=max_frames)
             n = len(video)
-            gt = _Head(open_masks(DATA / "davis2016" / "Annotations" / "480p" / seq, binary=True), n)
-            pred = _Head(open_masks(DATA / "davis2017-osvos" / seq, binary=True), n)
+            gt = open_masks(DATA / "davis2016" / "Annotations" / "480p" / seq, binary=True, max_frames=n)
+            pred = open_masks(DATA / "davis2017-osvos" / seq, binary=True, max_frames=n)
             prov = FlowProvider(video, backend="dis", preset=preset, cache_dir=cache or tmp, n_jobs=workers)
             prov.precompute(window_pairs(n, window), progress=False)
             norm = median_boundary(gt)

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_one(ann: Path, images: Path, out: Path, *, refiner: str, workers: int, **kw) -> dict:
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco import refine_coco
 
     t0, c0 = time.perf_counter(), time.process_time()
     record = refine_coco(ann, images, out, refiner=refiner, workers=workers, progress=False, **kw)
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
             ckpt = args.checkpoint
             if ckpt is None:
-                from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
+                from steadyseg.refine.cascadepsp.network import build_cascadepsp_net, to_official_state_dict
 
                 torch.manual_seed(0)
                 ckpt = tmp / "random-cascadepsp.pth"
-                torch.save(to_official_state_dict(build_cascadepsp()), ckpt)
+                torch.save(to_official_state_dict(build_cascadepsp_net()), ckpt)
             sub = subset(ann, args.cascadepsp_images, tmp / "subset.json")
             policies = {"policy (L<=900, <=2x upscale, >=224)": {"l_max": 900, "l_min": 224, "max_upscale": 2.0}}
             if args.compare_official:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 outs[label] = out / "instances.json"
                 print(json.dumps(row), flush=True)
             if len(outs) == 2:
-                from steadyseg.refine.refine_eval import compare_coco
+                from steadyseg.refine.coco.evaluation import compare_coco
 
                 (p_label, p_out), (o_label, o_out) = outs.items()
                 rep = compare_coco(p_out, o_out, progress=False)

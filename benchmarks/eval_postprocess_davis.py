@@ -28,9 +28,9 @@ from steadyseg.datasets.masks import open_masks
 from steadyseg.datasets.video import open_video
 from steadyseg.files import atomic_write_json, atomic_write_text, save_resolved_config
 from steadyseg.measures import inconsistency, smoothness
-from steadyseg.refine.postprocess_cli import filter_probabilities
+from steadyseg.refine.postprocess.video_filter import filter_probabilities
 
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (method, params)

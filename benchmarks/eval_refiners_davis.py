@@ -1,11 +1,11 @@
 """How much each refiner recovers of perturbed DAVIS ground-truth masks (IoU and boundary accuracy, before/after).
 
 Ground-truth masks of ``../shared/data/davis2016`` (every ``--stride``-th frame of the 8 sequences) are corrupted
-the way CascadePSP's training corrupts its inputs (``steadyseg.refine.cascadepsp_train.perturb_mask``: contour
+the way CascadePSP's training corrupts its inputs (``steadyseg.refine.cascadepsp.training.perturb_mask``: contour
 simplification, then random rectangles dilated/eroded until the IoU falls below a target drawn from
 U[``--iou-low``, ``--iou-high``)), seeded. Each refiner then refines the corrupted mask on a crop around it
 (the ``refine-coco`` crop: box + 25 % context) and the result is scored against the ground truth with
-``steadyseg.refine.refine_eval`` (ΣI/ΣU IoU, mean IoU, mBA over CascadePSP's 5 radii).
+``steadyseg.refine.coco.evaluation`` (ΣI/ΣU IoU, mean IoU, mBA over CascadePSP's 5 radii).
 
     python benchmarks/eval_refiners_davis.py [--stride 10] [--checkpoint cascadepsp.pth] [--json out.json]
 
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SEQUENCES = ["blackswan", "bmx-trees", "camel", "car-shadow", "dog", "horsejump-high", "kite-surf", "libby"]
+from steadyseg.datasets.davis import DAVIS2016_SEQUENCES as SEQUENCES  # noqa: E402 - one list for all
 
 
 def load_frames(davis: Path, stride: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -46,23 +46,16 @@ def load_frames(davis: Path, stride: int) -> list[tuple[str, np.ndarray, np.ndar
     return out
 
 
-def refine_on_crop(refiner, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def refine_full_mask(refiner, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Refine ``mask`` on the refine-coco crop around it; returns the full-size (H, W) bool result."""
-    from steadyseg.refine.coco_refine import crop_box
+    from steadyseg.refine.refiners import refine_on_crop
 
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return mask.copy()
-    h, w = mask.shape
-    x0, y0, x1, y1 = crop_box((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), h, w)
-    soft = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1]))
-    out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = soft > 0.5
-    return out
+    crop = refine_on_crop(refiner, image, mask)
+    return mask.copy() if crop is None else crop.paste(*mask.shape)
 
 
 def perturb(mask: np.ndarray, rng: np.random.Generator, iou_target: float) -> np.ndarray:
-    from steadyseg.refine.cascadepsp_train import perturb_mask
+    from steadyseg.refine.cascadepsp.training import perturb_mask
 
     return perturb_mask(mask, iou_target=iou_target, rng=rng)
 
@@ -84,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from steadyseg.refine.refiners import build_refiner
-    from steadyseg.refine.refine_eval import mask_pair_metrics, summarize_metrics
+    from steadyseg.refine.coco.evaluation import mask_pair_metrics, summarize_metrics
 
     frames = load_frames(args.data / "davis2016", args.stride)
     rng = np.random.default_rng(args.seed)
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         metrics = []
         for (_, image, gt), seg in zip(frames, inputs):
-            out = seg if refiner is None else refine_on_crop(refiner, image, seg)
+            out = seg if refiner is None else refine_full_mask(refiner, image, seg)
             metrics.append(mask_pair_metrics(out, gt))
         seconds = time.perf_counter() - t0
         results[name] = {**summarize_metrics(metrics), "seconds_per_mask": seconds / len(frames)}

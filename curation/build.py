@@ -18,10 +18,13 @@ full-image mask. Per-sample summaries: ``n_original``, ``n_refined``, ``n_remove
 (IoU below ``change_threshold``), ``n_guard``, ``min_iou``, ``mean_iou``, ``min_boundary_f``,
 ``max_centroid_shift``.
 
-Ingest is parallel: worker processes (joblib/loky) decode, compare and insert their own batches of samples into the
-same database; the main process declares the schema first so the workers never race on it. Rebuilding an existing
-dataset keeps the review (label tags on ``ground_truth``/``refined``, matched by ``coco_id``; sample tags matched by
-image id).
+Ingest is parallel: worker processes (joblib/loky) decode and compare the masks of their own batches of images; the
+main process declares the schema first and inserts. The default "raw" writer inserts FiftyOne-layout documents
+into FiftyOne's private sample collection; it is used only when :func:`raw_writer_problem` finds the installed
+FiftyOne inside the tested version range (:data:`RAW_WRITER_TESTED_FIFTYONE`) and a probe document written both
+ways has the same keys; otherwise the build warns and falls back to the public ``Dataset.add_samples`` writer.
+Rebuilding an existing dataset keeps the review (label tags on ``ground_truth``/``refined``, matched by
+``coco_id``; sample tags matched by image id).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import io
 import math
 import os
 import random
+import re
 import time
+import warnings
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -46,6 +51,12 @@ GT_FIELD = "ground_truth"
 REFINED_FIELD = "refined"
 DEFAULT_CHANGE_THRESHOLD = 0.9
 INFO_KEY = "steadyseg"
+
+# FiftyOne versions on which the raw writer's documents were checked against FiftyOne's own serialisation
+# (tests/curation/test_build_views_export.py): [min, max) of (major, minor). pyproject.toml bounds fiftyone the same.
+RAW_WRITER_TESTED_FIFTYONE = ((1, 22), (1, 23))
+# document keys that differ by construction between the two writers (ids, random key, insert times)
+_VOLATILE_KEYS = frozenset({"_id", "_rand", "_dataset_id", "created_at", "last_modified_at"})
 
 # Embedded attributes declared up front (so parallel writers never change the schema concurrently).
 _COMMON_ATTRS = {"coco_id": "int", "category_id": "int", "iscrowd": "bool", "area": "float",
@@ -223,7 +234,7 @@ def declare_schema(dataset) -> None:
     """Declare every field of a curation dataset (idempotent).
 
     Adds and deletes one dummy sample whose attributes all have values (``dynamic=True``): one schema update
-    instead of one per field (0.2 s instead of 1.8 s here).
+    instead of one per field.
     """
     fo = require_fiftyone()
     schema = dataset.get_field_schema(flat=True)
@@ -245,14 +256,15 @@ def serialize_mask(mask: np.ndarray) -> bytes:
     """A mask in FiftyOne's storage format: ``np.save`` bytes, zlib-compressed (as ``fiftyone.core.utils``)."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(mask), allow_pickle=False)
-    return zlib.compress(buf.getvalue(), 1)  # any level decompresses the same; level 1 is ~3x faster here
+    return zlib.compress(buf.getvalue(), 1)  # any level decompresses the same; level 1 is the fastest
 
 
 def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
     """One sample's MongoDB document in FiftyOne's layout (checked against FiftyOne's own in the tests).
 
     Writing documents directly skips FiftyOne's per-object validation and the reload of every inserted sample,
-    which cost ~3x the insert itself; :func:`declare_schema` has already declared every field.
+    which cost more than the insert itself (docs/benchmarks.md); :func:`declare_schema` has already declared every
+    field, and :func:`raw_writer_problem` checks this layout against the installed FiftyOne before it is used.
     """
     from bson import Binary, ObjectId
 
@@ -306,6 +318,81 @@ def _insert(dataset, items: list[dict[str, Any]], tags: dict[str, Any], *, write
     dataset._sample_collection.insert_many(items, ordered=False)  # noqa: SLF001
 
 
+def _probe_payload() -> dict[str, Any]:
+    """A one-image payload in which every declared field and attribute has a value (for the layout check)."""
+    dummy = {"int": 1, "float": 1.0, "bool": True, "str": "x", "list": [1.0], "dict": {"x": 1}}
+
+    def det(attrs: dict[str, str]) -> dict[str, Any]:
+        return {"label": "x", "bounding_box": [0.0, 0.0, 0.5, 0.5], "mask": np.ones((2, 2), bool),
+                **{a: dummy[kind] for a, kind in attrs.items()}}
+
+    return {"filepath": str(Path(os.sep) / "steadyseg-layout-probe.jpg"), "width": 4, "height": 4,
+            **{key: dummy[kind] for key, kind in SAMPLE_FIELDS.items()},
+            GT_FIELD: [det(GT_ATTRS)], REFINED_FIELD: [det(REFINED_ATTRS)]}
+
+
+def _key_tree(doc: Any) -> Any:
+    """The keys of a document, recursively (values dropped, volatile keys removed)."""
+    if isinstance(doc, dict):
+        return {k: _key_tree(v) for k, v in doc.items() if k not in _VOLATILE_KEYS}
+    if isinstance(doc, list):
+        return [_key_tree(v) for v in doc]
+    return None
+
+
+def raw_writer_problem(dataset) -> str | None:
+    """Why the raw writer must not write into ``dataset``, or None when it may.
+
+    The raw writer relies on FiftyOne internals (``dataset._sample_collection``, ``dataset._doc``, the document
+    layout), so it is trusted only when the installed FiftyOne is in :data:`RAW_WRITER_TESTED_FIFTYONE` and a probe
+    sample serialised by FiftyOne (``dataset._make_dict``) has exactly the keys of :func:`_payload_to_doc`'s
+    document. Reads nothing from ``dataset``'s samples and writes nothing.
+
+    Returns:
+        a one-line reason naming the version or the first differing keys; None when the check passes.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("fiftyone")
+    except PackageNotFoundError:
+        return "the fiftyone distribution has no version metadata"
+    match = re.match(r"(\d+)\.(\d+)", installed)
+    (lo, hi) = RAW_WRITER_TESTED_FIFTYONE
+    if match is None or not lo <= (int(match[1]), int(match[2])) < hi:
+        return (f"fiftyone {installed} is outside the versions the raw writer was tested on "
+                f"(>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]})")
+    try:
+        fo = require_fiftyone()
+        if not callable(getattr(dataset._sample_collection, "insert_many", None)):  # noqa: SLF001
+            return "dataset._sample_collection has no insert_many"
+        _ = dataset._doc.id  # noqa: SLF001
+        payload = _probe_payload()
+        ours = _key_tree(_payload_to_doc(payload, {"sample": {}}))
+        theirs = _key_tree(dataset._make_dict(_payload_to_sample(fo, payload, {"sample": {}}),  # noqa: SLF001
+                                              include_id=False))
+    except Exception as exc:  # noqa: BLE001 - any failure of the internals means: do not use them
+        return f"the layout check raised {type(exc).__name__}: {exc}"
+    if ours != theirs:
+        return f"document layout differs from FiftyOne's: {_first_difference(ours, theirs)}"
+    return None
+
+
+def _first_difference(ours: Any, theirs: Any, path: str = "") -> str:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        only_ours, only_theirs = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+        if only_ours or only_theirs:
+            return f"at {path or '/'}: only ours {only_ours}, only FiftyOne's {only_theirs}"
+        for k in ours:
+            if ours[k] != theirs[k]:
+                return _first_difference(ours[k], theirs[k], f"{path}/{k}")
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                return _first_difference(a, b, f"{path}/{i}")
+    return f"at {path or '/'}: {ours!r} vs {theirs!r}"
+
+
 def _collect_review(dataset) -> dict[str, Any]:
     """Label tags by coco_id per field and sample tags by image id, to carry over a rebuild."""
     tags: dict[str, Any] = {"sample": {}}
@@ -342,7 +429,9 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         progress: show a tqdm bar.
         save_views: (re)register the saved views of :mod:`steadyseg.curation.views`.
         writer: "raw" inserts FiftyOne-layout documents with pymongo (fast, the default); "fiftyone" builds
-            ``fo.Sample`` objects and calls ``Dataset.add_samples`` (public API, ~3x slower).
+            ``fo.Sample`` objects and calls ``Dataset.add_samples`` (public API, slower; see docs/benchmarks.md).
+            "raw" falls back to "fiftyone" with a ``RuntimeWarning`` when :func:`raw_writer_problem` reports a
+            problem; ``dataset.info["steadyseg"]["ingest"]`` records the writer used and the reason.
 
     Returns:
         the ``fiftyone.core.dataset.Dataset``; ``dataset.info["steadyseg"]`` records inputs, settings and timing.
@@ -380,6 +469,12 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
     if dataset.media_type is None:
         dataset.media_type = "image"
     declare_schema(dataset)
+    writer_fallback = raw_writer_problem(dataset) if writer == "raw" else None
+    if writer_fallback is not None:
+        warnings.warn(f"curate build: not using the fast raw writer ({writer_fallback}); falling back to FiftyOne's "
+                      "public writer (Dataset.add_samples), which gives the same dataset more slowly",
+                      RuntimeWarning, stacklevel=2)
+        writer = "fiftyone"
 
     common = {"categories": categories, "images_dir": str(images_dir.resolve()),
               "boundary_tolerance": boundary_tolerance, "change_threshold": change_threshold}
@@ -415,6 +510,7 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "ingest": {"images": len(args), "instances": n_inst, "seconds": round(elapsed, 3),
                    "setup_seconds": round(setup_seconds, 3), "workers": workers, "writer": writer,
+                   "writer_fallback": writer_fallback,
                    "instances_per_second": round(n_inst / elapsed, 1) if elapsed > 0 else None},
     }
     dataset.save()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
+from steadyseg.cli import set_flags
 from steadyseg.curation.env import CurationExtraMissing
 
 
@@ -14,11 +14,6 @@ def _db_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--database-dir", default=None, help="FiftyOne's database folder (FIFTYONE_DATABASE_DIR)")
     g.add_argument("--database-uri", default=None, help="an already running MongoDB (FIFTYONE_DATABASE_URI)")
     g.add_argument("--database-name", default=None, help="database name on that server (FIFTYONE_DATABASE_NAME)")
-
-
-def _kw(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
-    """Only the flags the user set (the library keeps the defaults)."""
-    return {kw: getattr(args, attr) for attr, kw in mapping.items() if getattr(args, attr, None) is not None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _configure(args: argparse.Namespace) -> None:
     from steadyseg.curation.env import configure_environment
 
-    configure_environment(**_kw(args, {"database_dir": "database_dir", "database_uri": "database_uri",
+    configure_environment(**set_flags(args, {"database_dir": "database_dir", "database_uri": "database_uri",
                                        "database_name": "database_name"}))
 
 
@@ -105,7 +100,7 @@ def _guard(fn):
 def _build(args):
     from steadyseg.curation.build import build_curation_dataset
 
-    ds = build_curation_dataset(args.original, args.refined, args.images, args.name, **_kw(args, {
+    ds = build_curation_dataset(args.original, args.refined, args.images, args.name, **set_flags(args, {
         "overwrite": "overwrite", "workers": "workers", "chunk_size": "chunk_size",
         "change_threshold": "change_threshold", "boundary_tolerance": "boundary_tolerance", "writer": "writer"}))
     ing = ds.info["steadyseg"]["ingest"]
@@ -127,7 +122,7 @@ def _views(args):
     from steadyseg.curation.views import save_curation_views
 
     ds = _load_dataset(args.name)
-    save_curation_views(ds, **_kw(args, {"change_threshold": "change_threshold", "small_area": "small_area",
+    save_curation_views(ds, **set_flags(args, {"change_threshold": "change_threshold", "small_area": "small_area",
                                          "max_area_ratio": "max_area_ratio",
                                          "boundary_f_threshold": "boundary_f_threshold"}))
     _print_views(ds)
@@ -138,7 +133,7 @@ def _views(args):
 def _app(args):
     from steadyseg.curation.app import launch_app
 
-    launch_app(args.name, wait=not args.no_wait, **_kw(args, {"port": "port", "address": "address", "view": "view"}))
+    launch_app(args.name, wait=not args.no_wait, **set_flags(args, ("port", "address", "view")))
     return 0
 
 
@@ -146,7 +141,7 @@ def _app(args):
 def _export(args):
     from steadyseg.curation.export import export_curated_coco
 
-    summary = export_curated_coco(args.name, args.out, **_kw(args, {"rule": "rule"}))
+    summary = export_curated_coco(args.name, args.out, **set_flags(args, {"rule": "rule"}))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -165,7 +160,7 @@ def _tag(args):
 def _video(args):
     from steadyseg.curation.video import build_flicker_dataset
 
-    ds = build_flicker_dataset(args.video, args.masks, args.name, args.out, **_kw(args, {
+    ds = build_flicker_dataset(args.video, args.masks, args.name, args.out, **set_flags(args, {
         "window": "window", "flow_cache": "flow_cache_dir", "binary": "binary", "overwrite": "overwrite"}))
     print(f"dataset {ds.name!r}: {len(ds)} frames; saved views: {', '.join(ds.list_saved_views())}")
     return 0

@@ -8,6 +8,7 @@ RLE dicts ``{"size": [H, W], "counts": str}`` (counts decoded to ``str`` so they
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def rle_area(rle: dict[str, Any]) -> int:
+    """Foreground pixel count (int >= 0) of a compressed RLE."""
     return int(mask_utils.area(_rle_to_api(rle)))
 
 
@@ -122,10 +124,99 @@ def rle_bbox(rle: dict[str, Any]) -> list[float]:
 
 
 def rle_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """IoU of two RLEs of the same size (1.0 when both are empty)."""
+    """IoU in [0, 1] of two compressed RLEs of the same size, computed in the RLE domain by pycocotools.
+
+    This is the RLE counterpart of :func:`steadyseg.accuracy.iou` (which takes ``(H, W)`` arrays): it never decodes
+    the masks, which is what COCO-sized files need. Same convention: 1.0 when both masks are empty.
+    """
     if rle_area(a) == 0 and rle_area(b) == 0:
         return 1.0
     return float(mask_utils.iou([_rle_to_api(a)], [_rle_to_api(b)], [0])[0, 0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry of one annotation (pixel boxes, masks inside a box, RLE of a pasted crop)
+# ----------------------------------------------------------------------------------------------------------------
+def check_bbox(ann: dict[str, Any], height: int, width: int, *, where: str) -> None:
+    """Raise ``CocoFormatError`` (message starting with ``where``) unless ``ann["bbox"]`` is usable.
+
+    A usable box is absent, or 4 finite numbers ``[x, y, w, h]`` (COCO pixels) with ``w, h >= 0`` that overlap the
+    ``height`` × ``width`` image.
+    """
+    bbox = ann.get("bbox")
+    if bbox is None:
+        return
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+        raise CocoFormatError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+    x, y, w, h = bbox
+    if w < 0 or h < 0:
+        raise CocoFormatError(f"{where}: bbox {bbox} has a negative size")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise CocoFormatError(f"{where}: bbox {bbox} lies outside the image ({width}x{height})")
+
+
+def polygon_pixel_box(segm: list, height: int, width: int, *, where: str) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` (exclusive ends, clipped to the image) holding every rasterised pixel.
+
+    ``segm`` is a COCO polygon list ``[[x0, y0, x1, y1, ...], ...]``; the box is the polygons' extent widened by one
+    pixel before and two after (pycocotools' rounding). Empty or non-numeric polygons give the whole image, so that
+    :func:`segmentation_to_rle` names the problem. Raises ``CocoFormatError`` when the polygons lie outside.
+    """
+    xs, ys = [], []
+    for poly in segm:
+        if isinstance(poly, (list, tuple)) and len(poly) >= 2:
+            xs.extend(poly[0::2])
+            ys.extend(poly[1::2])
+    try:
+        x0, x1 = math.floor(min(xs)) - 1, math.ceil(max(xs)) + 2
+        y0, y1 = math.floor(min(ys)) - 1, math.ceil(max(ys)) + 2
+    except (TypeError, ValueError):  # empty or non-numeric: let segmentation_to_rle name the problem
+        return 0, 0, width, height
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x0 >= x1 or y0 >= y1:
+        raise CocoFormatError(f"{where}: polygon lies outside the image ({width}x{height})")
+    return x0, y0, x1, y1
+
+
+def annotation_mask_in_box(ann: dict[str, Any], height: int, width: int,
+                           box: tuple[int, int, int, int]) -> np.ndarray:
+    """The annotation's mask inside ``box = (x0, y0, x1, y1)`` (exclusive ends): ``(y1 - y0, x1 - x0)`` bool.
+
+    Polygons are rasterised by pycocotools on an image that ends at ``(x1, y1)`` (same coordinates, so exactly the
+    pixels of the full-image rasterisation: shifting the polygon instead would change pycocotools' rounding of
+    coordinates such as 102.3), so the cost does not grow with the image below and right of the box. RLEs are
+    decoded at the full ``height`` × ``width`` and cut.
+    """
+    x0, y0, x1, y1 = box
+    segm = ann.get("segmentation")
+    if isinstance(segm, list):
+        return rle_to_mask(segmentation_to_rle(segm, y1, x1, ann_id=ann.get("id")))[y0:y1, x0:x1]
+    return annotation_to_mask(ann, height, width)[y0:y1, x0:x1]
+
+
+def crop_to_rle(crop: np.ndarray, height: int, width: int, x0: int, y0: int) -> dict[str, Any]:
+    """Compressed RLE of a ``height`` × ``width`` mask that is zero except ``crop`` pasted at ``(x0, y0)``.
+
+    ``crop``: ``(h, w)`` bool (or {0, 1}) inside the image. Run lengths are computed on the crop's columns only
+    (column-major, as COCO's RLE), then compressed by pycocotools; equal to ``mask_to_rle`` of the pasted mask.
+    """
+    ch, cw = crop.shape
+    block = np.zeros((cw, height), dtype=np.int8)  # the crop's columns, each a full image column (transposed)
+    block[:, y0:y0 + ch] = crop.T
+    seq = block.ravel()
+    change = np.flatnonzero(seq[1:] != seq[:-1]) + 1
+    bounds = np.concatenate(([0], change, [seq.size]))
+    runs = np.diff(bounds).tolist()
+    if seq[0] == 1:
+        runs.insert(0, 0)
+    runs[0] += x0 * height
+    tail = (width - x0 - cw) * height
+    if len(runs) % 2 == 1:  # ends with a run of zeros
+        runs[-1] += tail
+    elif tail:
+        runs.append(tail)
+    return segmentation_to_rle({"size": [height, width], "counts": runs}, height, width)
 
 
 def evaluate_segm(gt_path_or_dict, dt_annotations: list[dict[str, Any]]) -> dict[str, float]:

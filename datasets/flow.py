@@ -8,7 +8,7 @@ Example::
 
     from steadyseg.datasets.video import open_video
     from steadyseg.datasets.flow import FlowProvider, window_pairs
-    frames = open_video("../shared/data/davis2016/JPEGImages/480p/blackswan")
+    frames = open_video("data/davis2016/JPEGImages/480p/blackswan")   # e.g. a DAVIS folder
     flow = FlowProvider(frames, backend="dis", preset="medium", cache_dir="cache/flow", n_jobs=2)
     flow.precompute(window_pairs(len(frames), window=3))
     f01 = flow(0, 1)           # (480, 854, 2) float32, frame 0 → frame 1, from the cache
@@ -31,7 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from steadyseg.datasets.video import frame_hash
 from steadyseg.files import atomic_path, sha256_file
+from steadyseg.pairs import window_pairs  # re-exported: the flows a window of pairs needs
 
 BACKENDS = ("dis", "farneback", "raft")
 DIS_PRESETS = {
@@ -45,6 +47,7 @@ RAFT_MODELS = ("raft_small", "raft_large")
 CACHE_FORMAT_VERSION = 2  # 1: .npz entries; 2: raw array + CRC-32 header (.flow)
 
 __all__ = ["compute_flow", "flow_params", "flow_cache_key", "FlowCache", "FlowProvider", "window_pairs",
+           "precompute_video_flows",
            "BACKENDS", "DIS_PRESETS", "RAFT_MODELS"]
 
 
@@ -238,8 +241,8 @@ class FlowCache:
     never read): a 32-byte little-endian header — magic ``b"SSFLOW"`` + version byte + 0, dtype code (0 =
     float32, 1 = float16), compressed flag, 2 pad bytes, ``H``, ``W`` (uint32), payload length (uint64) and the
     zlib CRC-32 of the payload (uint32) — followed by the raw C-order ``(H, W, 2)`` array (zlib level 1 when
-    ``compress``). A read is one ``readinto`` into a fresh array plus a CRC-32 (~1 ms for 3.3 MB), instead of
-    unpacking an ``.npz`` zip (~8 ms).
+    ``compress``). A read is one ``readinto`` into a fresh array plus a CRC-32, with no zip to unpack (the
+    format-1 ``.npz`` entries were slower to read).
 
     ``get`` validates the entry (magic, header fields, file size, CRC-32 over the payload, optionally the expected
     ``(H, W)``); a bad entry is deleted and reported as a miss (``corrupt`` counts them). ``put`` refuses NaN/inf,
@@ -344,14 +347,6 @@ class FlowCache:
 # ---------------------------------------------------------------------------------------------------------------
 # provider
 # ---------------------------------------------------------------------------------------------------------------
-def window_pairs(num_frames: int, window: int = 3) -> list[tuple[int, int]]:
-    """All ordered frame pairs ``(p, q)`` with ``1 <= |p - q| <= window``, sorted by ``p`` then ``q``."""
-    if num_frames < 0 or window < 0:
-        raise ValueError(f"num_frames and window must be >= 0, got {num_frames}, {window}")
-    return [(p, q) for p in range(num_frames) for q in range(max(0, p - window), min(num_frames, p + window + 1))
-            if q != p]
-
-
 def _compute_chunk(frames, pairs: list[tuple[int, int]], keys: list[str], cache_root: str | None,
                    cache_dtype: str, cache_compress: bool, flow_kwargs: dict[str, Any],
                    single_thread_cv: bool) -> tuple[int, float, list, float]:
@@ -438,8 +433,7 @@ class FlowProvider:
             return self.frames.content_hash(i)
         h = self._hashes.get(i)
         if h is None:
-            f = np.ascontiguousarray(self.frames[i])
-            h = self._hashes[i] = hashlib.sha256(f"{f.shape}{f.dtype}".encode() + f.tobytes()).hexdigest()
+            h = self._hashes[i] = frame_hash(np.asarray(self.frames[i]))
         return h
 
     def key(self, p: int, q: int) -> str:
@@ -469,7 +463,7 @@ class FlowProvider:
             before = self.cache.corrupt
             flow = self.cache.get(key, shape=self.size)
             self.stats["corrupt"] += self.cache.corrupt - before
-        if flow is not None:  # a fresh array, not kept: a disk read (~1-2 ms) is cheap enough to repeat
+        if flow is not None:  # a fresh array, not kept: a disk read is cheap enough to repeat
             self.stats["hits"] += 1
             return flow
         t0 = time.perf_counter()
@@ -538,3 +532,45 @@ class FlowProvider:
         self.stats["seconds_computing"] += seconds
         return {"pairs": len(seen), "cached": cached, "computed": len(todo), "seconds_computing": seconds,
                 "cpu_seconds_workers": cpu, "seconds_wall": time.perf_counter() - t_wall}
+
+
+def precompute_video_flows(frames: str | os.PathLike, cache_dir: str | os.PathLike, *, window: int = 3,
+                           max_frames: int | None = None, backend: str = "dis", preset: str = "medium",
+                           n_jobs: int = 1, raft_weights: str | os.PathLike | None = None,
+                           raft_model: str = "raft_small", raft_updates: int = 12, device: str = "cpu",
+                           cache_dtype: str = "float32", progress: bool = True) -> dict[str, Any]:
+    """Compute every flow of a window of frame pairs of one video into the disk cache, and record the run.
+
+    The library behind ``steadyseg flow``: opens the video (:func:`steadyseg.datasets.video.open_video`), builds a
+    :class:`FlowProvider` and runs :meth:`FlowProvider.precompute` on :func:`window_pairs` ``(T, window)``; the
+    resolved configuration (with the result) is written to ``<cache_dir>/flow-run-<video name>.yaml``.
+
+    Args:
+        frames: folder of frames or a video file.
+        cache_dir: the :class:`FlowCache` folder (created if missing).
+        window: K ≥ 1, every ordered pair with ``1 ≤ |p − q| ≤ K``.
+        max_frames: use only the first N frames.
+        backend, preset, raft_weights, raft_model, raft_updates, device: see :func:`compute_flow`.
+        n_jobs: parallel joblib workers (-1 = all cores).
+        cache_dtype: ``"float32"`` or ``"float16"`` on disk.
+        progress: show a progress bar.
+
+    Returns:
+        The run record: ``frames`` (source), ``num_frames``, ``size_hw``, ``cache``, ``window``, ``flow_params``,
+        ``n_jobs``, ``prefer`` and ``result`` (:meth:`FlowProvider.precompute`'s counts and seconds).
+    """
+    from steadyseg.datasets.video import open_video
+    from steadyseg.files import save_resolved_config
+
+    if int(window) < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    video = open_video(frames, max_frames=max_frames)
+    provider = FlowProvider(video, backend=backend, preset=preset, cache_dir=cache_dir, n_jobs=n_jobs,
+                            raft_weights=raft_weights, raft_model=raft_model, raft_updates=raft_updates,
+                            device=device, cache_dtype=cache_dtype)
+    result = provider.precompute(window_pairs(len(video), window=int(window)), progress=progress)
+    record = {"frames": str(video.source), "num_frames": len(video), "size_hw": list(video.size),
+              "cache": str(Path(cache_dir)), "window": int(window), "flow_params": provider.params,
+              "n_jobs": provider.n_jobs, "prefer": provider.prefer, "result": result}
+    save_resolved_config(cache_dir, record, name=f"flow-run-{video.source.stem}.yaml")
+    return record

@@ -2,20 +2,19 @@
 
 Example::
 
-    steadyseg flow --frames ../shared/data/davis2016/JPEGImages/480p/blackswan --cache cache/flow --window 3 \\
-        --workers 2
+    steadyseg flow --frames data/davis2016/JPEGImages/480p/blackswan --cache cache/flow --window 3 \\
+        --workers 2          # data/: e.g. a folder with the DAVIS layout
 
 prints the number of pairs, how many were already cached, and timings; a run record
-(``flow-run-<video>.yaml``, the resolved configuration) is written into the cache folder.
+(``flow-run-<video>.yaml``, the resolved configuration) is written into the cache folder. Parsing and printing
+only: the work and the defaults are :func:`steadyseg.datasets.flow.precompute_video_flows`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-# Library defaults live in steadyseg.datasets.flow; these only document them in --help.
-_DEFAULTS = {"backend": "dis", "preset": "medium", "window": 3, "workers": 1, "raft_model": "raft_small",
-             "device": "cpu"}
+from steadyseg.cli import set_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,31 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from steadyseg.datasets.flow import precompute_video_flows
 
-    from steadyseg.datasets.flow import FlowProvider, window_pairs
-    from steadyseg.datasets.video import open_video
-    from steadyseg.files import save_resolved_config
-
-    video_kwargs = {} if args.max_frames is None else {"max_frames": args.max_frames}
-    frames = open_video(args.frames, **video_kwargs)
-    provider_kwargs = {k: v for k, v in {
-        "backend": args.backend, "preset": args.preset, "n_jobs": args.workers, "raft_weights": args.raft_weights,
-        "raft_model": args.raft_model, "raft_updates": args.raft_updates, "device": args.device,
-        "cache_dtype": args.cache_dtype}.items() if v is not None}
-    window = args.window if args.window is not None else _DEFAULTS["window"]
-    if window < 1:
-        raise ValueError(f"--window must be >= 1, got {window}")
-    provider = FlowProvider(frames, cache_dir=args.cache, **provider_kwargs)
-    pairs = window_pairs(len(frames), window=window)
-    result = provider.precompute(pairs, progress=not args.quiet)
-    config = {"frames": str(frames.source), "num_frames": len(frames), "size_hw": list(frames.size),
-              "cache": str(Path(args.cache)), "window": window, "flow_params": provider.params,
-              "n_jobs": provider.n_jobs, "prefer": provider.prefer, "result": result}
-    save_resolved_config(args.cache, config, name=f"flow-run-{frames.source.stem}.yaml")
+    if args.window is not None and args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    record = precompute_video_flows(args.frames, args.cache, progress=not args.quiet, **set_flags(args, {
+        "window": "window", "max_frames": "max_frames", "backend": "backend", "preset": "preset",
+        "workers": "n_jobs", "raft_weights": "raft_weights", "raft_model": "raft_model",
+        "raft_updates": "raft_updates", "device": "device", "cache_dtype": "cache_dtype"}))
+    result = record["result"]
+    h, w = record["size_hw"]
     per_pair = f"{1000 * result['seconds_computing'] / result['computed']:.1f}" if result["computed"] else "-"
-    print(f"{frames.source}: {len(frames)} frames {frames.size[1]}x{frames.size[0]}, window {window}: "
+    print(f"{record['frames']}: {record['num_frames']} frames {w}x{h}, window {record['window']}: "
           f"{result['pairs']} pairs, {result['cached']} already cached, {result['computed']} computed "
-          f"({provider.params['backend']}, {per_pair} ms/pair of flow time, "
-          f"{result['seconds_wall']:.1f} s wall with {provider.n_jobs} worker(s)) -> {args.cache}")
+          f"({record['flow_params']['backend']}, {per_pair} ms/pair of flow time, "
+          f"{result['seconds_wall']:.1f} s wall with {record['n_jobs']} worker(s)) -> {args.cache}")
     return 0

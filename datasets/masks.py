@@ -1,8 +1,8 @@
 """Lazy mask stacks: per-frame label maps or soft probabilities from any model or annotation set.
 
-Conventions (shared by every stage, see ARCHITECTURE.md): a mask is an ``(H, W) int32`` label map, 0 = background,
-1.. = objects/classes, 255 = void (ignored everywhere). Soft outputs are ``(C, H, W) float32`` per-class
-probabilities in [0, 1].
+Conventions (shared by every stage): a mask is an ``(H, W) int32`` label map, 0 = background, 1.. =
+objects/classes, 255 = void (:data:`steadyseg.labels.VOID`, ignored everywhere). Soft outputs are
+``(C, H, W) float32`` per-class probabilities in [0, 1].
 
 Readings (reported in ``MaskStack.reading``):
 
@@ -16,7 +16,7 @@ Readings (reported in ``MaskStack.reading``):
 Example::
 
     from steadyseg.datasets.masks import open_masks
-    masks = open_masks("../shared/data/davis2017-osvos/bmx-trees", binary=True)
+    masks = open_masks("data/davis2017-osvos/bmx-trees", binary=True)   # e.g. a folder of OSVOS results
     masks.reading        # "palette-ids"
     masks[10]            # (480, 854) int32 in {0, 1}
     masks.probs(10)      # (2, 480, 854) float32 one-hot
@@ -67,7 +67,8 @@ class MaskStack(Sequence):
         source: the folder or file.
         reading: one of :data:`READINGS` (how the files were interpreted).
         num_classes: ``C`` for soft probabilities (or for hard labels when given to :func:`open_masks`, or 2 with
-            ``binary=True``); ``None`` for hard labels otherwise (then :meth:`probs` uses the stack's max label + 1).
+            ``binary=True``); ``None`` for hard labels otherwise (then :meth:`probs` uses :meth:`class_count`).
+            Read-only: open the stack with ``num_classes=`` or use :meth:`with_num_classes`.
         binary: whether object ids 1..254 were mapped to 1.
 
     ``masks[i]`` is an ``(H, W) int32`` label map (0 background, 255 void); ``masks.probs(i)`` is ``(C, H, W)
@@ -84,11 +85,32 @@ class MaskStack(Sequence):
         self.size = (int(size[0]), int(size[1]))
         self.reading = reading
         self.binary = bool(binary)
-        self.num_classes = num_classes
+        self._num_classes = num_classes
         self._files = files
         self._array_file = array_file
         self._array = None  # (T, C, H, W), memory-mapped for .npy, loaded on first use for .npz
         self._max_label: int | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """``C`` given at opening (or read from soft probabilities, or 2 with ``binary``); ``None`` if unknown."""
+        return self._num_classes
+
+    def with_num_classes(self, num_classes: int) -> "MaskStack":
+        """The same masks with ``num_classes`` set (a new stack over the same files; ``self`` is unchanged).
+
+        For hard labels, :meth:`probs` then returns ``num_classes`` channels; a soft stack must already have that
+        many channels (``ValueError`` otherwise).
+        """
+        if int(num_classes) < 1:
+            raise ValueError(f"{self.source}: num_classes must be >= 1, got {num_classes}")
+        if self.reading == "soft-probs" and self._num_classes is not None and int(num_classes) != self._num_classes:
+            raise ValueError(f"{self.source}: soft probabilities have {self._num_classes} channels, "
+                             f"not num_classes={num_classes}")
+        stack = MaskStack(self.source, self.names, self.size, self.reading, files=self._files,
+                          array_file=self._array_file, binary=self.binary, num_classes=int(num_classes))
+        stack._array = self._array
+        return stack
 
     def __len__(self) -> int:
         return len(self.names)
@@ -168,8 +190,7 @@ class MaskStack(Sequence):
 
         Soft stacks return the stored values (checked: 3-D, finite, in [0, 1] within 1e-3). With ``binary=True`` a
         soft stack collapses to ``[p_0, 1 - p_0]`` (C = 2). Hard stacks return the one-hot of ``self[i]`` with
-        ``C = num_classes`` (when given) else the stack's max non-void label + 1 (computed once by reading every
-        mask); void pixels are an all-zero column.
+        ``C =`` :meth:`class_count`; void pixels are an all-zero column.
         """
         j = self._index(i)
         if self.reading == "soft-probs":
@@ -185,19 +206,21 @@ class MaskStack(Sequence):
             if p.min() < -1e-3 or p.max() > 1 + 1e-3:
                 raise ValueError(f"{where}: probabilities outside [0, 1] (min {p.min():.3g}, max {p.max():.3g}); "
                                  "apply softmax before saving")
-            if self.num_classes is not None and p.shape[0] != self.num_classes and not self.binary:
-                raise ValueError(f"{where}: {p.shape[0]} channels, but the stack has num_classes={self.num_classes}")
+            if self._num_classes is not None and p.shape[0] != self._num_classes and not self.binary:
+                raise ValueError(f"{where}: {p.shape[0]} channels, but the stack has num_classes={self._num_classes}")
             if self.binary:
                 p = np.stack([p[0], 1.0 - p[0]]).astype(np.float32)
             return p
         labels = self[j]
-        return labels_to_onehot(labels, self._num_classes_for_hard())
+        return labels_to_onehot(labels, self.class_count())
 
-    def _num_classes_for_hard(self) -> int:
+    def class_count(self) -> int:
+        """``C`` of :meth:`probs`: 2 with ``binary``, else :attr:`num_classes` when known, else the largest non-void
+        label of the stack + 1 (hard labels only; computed once by reading every mask of the stack, then kept)."""
         if self.binary:
             return 2
-        if self.num_classes is not None:
-            return self.num_classes
+        if self._num_classes is not None:
+            return self._num_classes
         if self._max_label is None:
             top = 0
             for k in range(len(self)):
@@ -252,7 +275,7 @@ def _png_reading(files: list[Path]) -> str:
 
 
 def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: int | None = None,
-               reading: str | None = None) -> MaskStack:
+               reading: str | None = None, max_frames: int | None = None) -> MaskStack:
     """Open a stack of masks lazily.
 
     Args:
@@ -265,6 +288,8 @@ def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: in
         reading: force a reading (one of :data:`READINGS`) instead of deciding from the PNG mode and values:
             palette PNG → ``"palette-ids"``; single-channel PNGs whose values (first/middle/last mask) are within
             {0, 255} → ``"davis2016-binary"``; other single-channel PNGs → ``"label-png"``.
+        max_frames: keep only the first N masks (N ≥ 1; fewer when the stack is shorter), like
+            :func:`steadyseg.datasets.video.open_video`'s ``max_frames``; ``None`` keeps all.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -275,6 +300,9 @@ def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: in
         raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
     if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise ValueError(f"{path}: max_frames must be >= 1, got {max_frames}")
+    keep = None if max_frames is None else int(max_frames)
     if not path.exists():
         raise FileNotFoundError(f"{path}: mask folder or file not found")
     if path.is_file():
@@ -286,12 +314,12 @@ def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: in
         t, c, h, w = arr.shape
         if num_classes is not None and c != num_classes:
             raise ValueError(f"{path}: {c} channels, but num_classes={num_classes} was given")
-        stack = MaskStack(path, [f"{k:05d}" for k in range(t)], (h, w), "soft-probs", array_file=path,
+        stack = MaskStack(path, [f"{k:05d}" for k in range(t)][:keep], (h, w), "soft-probs", array_file=path,
                           binary=binary, num_classes=2 if binary else c)
         stack._array = arr
         return stack
     pngs = list_image_files(path, (".png",))
-    arrays = list_image_files(path, (".npy", ".npz"))
+    arrays = list_image_files(path, (".npy", ".npz"))[:keep]
     if pngs and arrays:
         raise ValueError(f"{path}: contains both PNG masks and .npy/.npz probabilities; keep one kind per folder")
     if arrays:
@@ -307,9 +335,10 @@ def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: in
                          num_classes=2 if binary else c)
     if not pngs:
         raise ValueError(f"{path}: no mask files (.png, or .npy/.npz probabilities) in this folder")
-    chosen = reading or _png_reading(pngs)
+    chosen = reading or _png_reading(pngs)  # decided on the whole folder, whatever max_frames keeps
     if chosen == "soft-probs":
         raise ValueError(f"{path}: reading='soft-probs' needs .npy/.npz files, found PNGs")
+    pngs = pngs[:keep]
     with Image.open(pngs[0]) as im:
         w, h = im.size
     return MaskStack(path, [p.stem for p in pngs], (h, w), chosen, files=pngs, binary=binary,

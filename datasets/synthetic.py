@@ -1,4 +1,4 @@
-"""Synthetic videos and COCO sets with exact answers, for tests and the demo (no downloads, no ../shared).
+"""Synthetic videos and COCO sets with exact answers, for tests and the demo (no downloads, no data sets needed).
 
 * :func:`make_moving_shapes_video`: textured shapes (squares, discs) translating at constant velocity over a
   textured background that translates too. Everything is rendered from continuous procedural textures, so the

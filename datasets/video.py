@@ -6,7 +6,7 @@ and a few small strings (content hashes), never the decoded pixels, so opening a
 Example::
 
     from steadyseg.datasets.video import open_video
-    frames = open_video("../shared/data/davis2016/JPEGImages/480p/blackswan")
+    frames = open_video("data/davis2016/JPEGImages/480p/blackswan")   # e.g. a DAVIS folder
     frames.size          # (480, 854)  -> (H, W)
     frames[0].shape      # (480, 854, 3) uint8 RGB
 """
@@ -26,7 +26,7 @@ import numpy as np
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
-__all__ = ["VideoFrames", "open_video", "natural_sort_key", "list_image_files", "IMAGE_EXTENSIONS",
+__all__ = ["VideoFrames", "open_video", "frame_hash", "natural_sort_key", "list_image_files", "IMAGE_EXTENSIONS",
            "VIDEO_EXTENSIONS"]
 
 
@@ -52,7 +52,13 @@ def list_image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSION
     return files
 
 
-def _hash_frame(frame: np.ndarray) -> str:
+def frame_hash(frame: np.ndarray) -> str:
+    """sha256 hex digest of a decoded frame: its shape and dtype (as ``f"{shape}{dtype}"``), then its C-order bytes.
+
+    The content key of a frame everywhere (``VideoFrames.content_hash``, the flow cache of
+    :class:`steadyseg.datasets.flow.FlowProvider`): two frames with the same pixels share it whatever file they came
+    from. ``frame``: any numpy array, typically ``(H, W, 3) uint8`` RGB.
+    """
     h = hashlib.sha256()
     h.update(f"{frame.shape}{frame.dtype}".encode())
     h.update(np.ascontiguousarray(frame).tobytes())
@@ -155,7 +161,7 @@ class VideoFrames(Sequence):
         j = self._index(i)
         h = self._hashes.get(j)
         if h is None:
-            h = _hash_frame(self[j])
+            h = frame_hash(self[j])
             self._hashes[j] = h
         return h
 

@@ -19,8 +19,6 @@ This is the baseline that CascadePSP must beat (``benchmarks/eval_refiners_davis
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -41,7 +39,7 @@ def guided_refine(image: np.ndarray, mask: np.ndarray, *, radius: int, eps: floa
         iterations: filter passes; each pass after the first filters the thresholded result of the previous one.
         presmooth: filter a box-blurred mask (radius/2) instead of the hard one in the first pass (off by default:
             on perturbed DAVIS masks 2 presmoothed passes scored 0.5 point IoU and 1.1 point mBA below 3 plain
-            passes, 4 presmoothed passes about the same as 3 plain ones; see the README, "Refiners").
+            passes, 4 presmoothed passes about the same as 3 plain ones; ``benchmarks/eval_refiners_davis.py``).
 
     Returns:
         (H, W) float32 soft mask in [0, 1]; pixels outside the band are exactly 0 or 1 (the input).
@@ -53,7 +51,7 @@ def guided_refine(image: np.ndarray, mask: np.ndarray, *, radius: int, eps: floa
         raise ValueError(f"eps must be > 0, got {eps}")
     if int(iterations) < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    from steadyseg.refine.guided_filter import guided_filter
+    from steadyseg.refine.postprocess.guided_filter import guided_filter
 
     radius = int(radius)
     band = radius if band is None else int(band)
@@ -107,7 +105,8 @@ class GuidedRefiner:
         r = round(self.radius_scale * (height + width) / 2.0)
         return int(min(max(r, self.radius_min), self.radius_max))
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, **kw: Any) -> np.ndarray:
+    def refine(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Refine one crop: ``image`` (H, W, 3) uint8 RGB, ``mask`` (H, W) bool → (H, W) float32 in [0, 1]."""
         check_refiner_inputs(image, mask)
         radius = self.radius_for(*mask.shape)
         band = max(1, math.ceil(self.band_scale * radius))

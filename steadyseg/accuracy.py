@@ -1,26 +1,26 @@
-"""Accuracy measures with DAVIS conventions, and two common temporal-consistency scores (VSPW mVC, TC).
+"""Accuracy measures with DAVIS conventions: IoU (``J``), boundary F, recall.
 
 Masks are (H, W) integer label maps (0 = background, 255 = void) or bool masks. DAVIS conventions:
 ``J`` = IoU (region similarity), ``F`` = boundary F-measure with a tolerance of ``ceil(0.008 · diagonal)`` pixels,
 ``J_recall`` = fraction of frames with ``J > 0.5``; object scores are averaged over frames, then over objects.
 All frames are evaluated (the DAVIS semi-supervised benchmark drops the first and last frame; we do not, since
-the methods evaluated here get no first-frame mask).
+the methods evaluated here get no first-frame mask). :func:`iou` is the one IoU of the project for masks and
+label maps. The temporal-consistency scores of other papers (VSPW mVC, TC) are in
+:mod:`steadyseg.consistency_scores`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
 
-from steadyseg.warp import warp_and_valid
 from steadyseg.labels import VOID
 
 
-__all__ = ["iou", "boundary_f", "davis_scores", "mean_video_consistency", "temporal_consistency_tc",
-           "mask_boundary"]
+__all__ = ["iou", "boundary_f", "davis_scores", "mask_boundary"]
 
 
 def _fg(mask: Any, *, void: int | None, where: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -192,73 +192,3 @@ def davis_scores(pred_masks: Iterable[Any], gt_masks: Iterable[Any], *, binary: 
         "F_recall": float(np.mean([o["F_recall"] for o in objects.values()])),
         "iou": per_frame_iou.tolist(), "mean_iou": float(per_frame_iou.mean()), "frames": n_frames,
     }
-
-
-def mean_video_consistency(pred_masks: Sequence[Any] | Iterable[Any], gt_masks: Sequence[Any] | Iterable[Any],
-                           *, n: int = 8, void: int = VOID) -> float:
-    """VSPW video consistency ``mVC_n``.
-
-    For every clip of ``n`` consecutive frames (stride 1), the pixels whose ground-truth label is the same in all
-    ``n`` frames (and never void) are taken, and VC is the share of them whose predicted label is also the same in
-    all ``n`` frames; ``mVC_n`` is the mean VC over the clips with at least one such pixel. Streams over the
-    masks holding ``n`` frames.
-
-    Returns:
-        mVC in [0, 1]; NaN when the video is shorter than ``n`` frames.
-    """
-    if n < 2:
-        raise ValueError(f"mean_video_consistency: n must be ≥ 2, got {n}")
-    preds: list[np.ndarray] = []
-    gts: list[np.ndarray] = []
-    scores: list[float] = []
-    gt_iter = iter(gt_masks)
-    for t, pred in enumerate(pred_masks):
-        gt = next(gt_iter, None)
-        if gt is None:
-            raise ValueError(f"mean_video_consistency: the ground truth ends at frame {t}")
-        preds.append(np.asarray(pred))
-        gts.append(np.asarray(gt))
-        if len(preds) > n:
-            preds.pop(0)
-            gts.pop(0)
-        if len(preds) == n:
-            common_gt = gts[0] != void
-            common_pred = np.ones_like(common_gt)
-            for k in range(1, n):
-                common_gt &= gts[k] == gts[0]
-                common_pred &= preds[k] == preds[0]
-            total = np.count_nonzero(common_gt)
-            if total:
-                scores.append(np.count_nonzero(common_gt & common_pred) / total)
-    return float(np.mean(scores)) if scores else float("nan")
-
-
-def temporal_consistency_tc(pred_masks: Sequence[Any] | Iterable[Any], flows: Callable[[int, int], np.ndarray],
-                            *, use_valid: bool = True, void: int = VOID) -> float:
-    """TC (Liu et al.): mean over t ≥ 1 of the mIoU between ``O_t`` and ``O_{t−1}`` warped into frame t.
-
-    ``W(O_{t−1})(x) = O_{t−1}(x + F[t→t−1](x))`` (nearest). The mIoU averages, over the classes present (non-void)
-    in either map, the IoU of the two label maps. With ``use_valid`` (default) only the pixels of
-    ``M[t−1→t]`` (:func:`steadyseg.warp.valid_mask`) count, as in the inconsistency measure.
-
-    Returns:
-        TC in [0, 1]; NaN for fewer than two frames.
-    """
-    prev = None
-    scores: list[float] = []
-    for t, mask in enumerate(pred_masks):
-        cur = np.asarray(mask)
-        if prev is not None:
-            f_tp = np.asarray(flows(t, t - 1), dtype=np.float32)
-            f_pt = np.asarray(flows(t - 1, t), dtype=np.float32) if use_valid else f_tp
-            warped, m = warp_and_valid(prev, f_tp, f_pt, mode="nearest", fill=void)
-            keep = (cur != void) & (warped != void)
-            if use_valid:
-                keep &= m
-            a, b = cur[keep], warped[keep]
-            classes = np.union1d(np.unique(a), np.unique(b))
-            ious = [np.count_nonzero((a == c) & (b == c)) / np.count_nonzero((a == c) | (b == c)) for c in classes]
-            if ious:
-                scores.append(float(np.mean(ious)))
-        prev = cur
-    return float(np.mean(scores)) if scores else float("nan")

@@ -20,21 +20,21 @@ from typing import Any
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("steadyseg.demo", "run every stage on a small synthetic input (no downloads, no ../shared)"),
+    "demo": ("steadyseg.demo_cli", "run every stage on a small synthetic input (no downloads, no data sets)"),
     "measure": ("steadyseg.measure_cli", "temporal inconsistency, smoothness and accuracy of a mask video"),
     "flow": ("steadyseg.datasets.flow_cli", "compute and cache optical flow for a video"),
-    "study": ("steadyseg.study", "user-study protocol of the paper (qualification grid, rating analysis)"),
-    "postprocess": ("steadyseg.refine.postprocess_cli", "3D weighted guided filter / temporal Gaussian on mask videos"),
-    "refine-coco": ("steadyseg.refine.coco_cli", "rewrite COCO instance masks with a refiner"),
-    "refine-eval": ("steadyseg.refine.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
-    "refine-train": ("steadyseg.refine.train_cli", "train or fine-tune the CascadePSP refiner"),
+    "study": ("steadyseg.study.cli", "user-study protocol of the paper (qualification grid, rating analysis)"),
+    "postprocess": ("steadyseg.refine.postprocess.cli", "3D weighted guided filter / temporal Gaussian on mask videos"),
+    "refine-coco": ("steadyseg.refine.coco.cli", "rewrite COCO instance masks with a refiner"),
+    "refine-eval": ("steadyseg.refine.coco.eval_cli", "compare refined masks with references (IoU, mBA, change stats)"),
+    "refine-train": ("steadyseg.refine.cascadepsp.train_cli", "train or fine-tune the CascadePSP refiner"),
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
     "coco-targets": ("steadyseg.datasets.coco_targets_cli", "semantic targets (palette PNGs) of a COCO file"),
     "coco-from-masks": ("steadyseg.datasets.coco_from_masks_cli", "a COCO instances set from mask videos"),
     "train": ("steadyseg.train.cli", "train models: teacher (DeepLabV3 / LRASPP)"),
     "eval": ("steadyseg.train.eval_cli", "mIoU, pixel accuracy, per-class IoU of a trained model on a COCO set"),
     "predict": ("steadyseg.train.predict_cli", "per-frame predictions of a trained model on a video"),
-    "run": ("steadyseg.manifest", "run a YAML manifest from manifests/"),
+    "run": ("steadyseg.manifest_cli", "run a YAML manifest from manifests/"),
 }
 
 

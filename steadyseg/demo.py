@@ -1,4 +1,5 @@
-"""``steadyseg demo``: every stage of the toolkit on a small synthetic input, no downloads and no ../shared.
+"""Every stage of the toolkit on a small synthetic input, no downloads and no data sets (``steadyseg demo``,
+:mod:`steadyseg.demo_cli`).
 
 The demo writes a synthetic COCO-format image set (textured shapes whose annotations are slightly misaligned with
 the object edges) and a short synthetic video (textured shapes moving with known, exact flow, plus a "per-frame
@@ -12,19 +13,11 @@ and where its output is:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shlex
 import time
 from pathlib import Path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: ./demo-output)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the synthetic data (default 0)")
-    parser.add_argument("--frames", type=int, default=None, help="frames of the synthetic video (default 24)")
-    parser.add_argument("--no-curation", action="store_true", help="skip the FiftyOne stage")
 
 
 def _run(step: str, argv: list[str], log: list[dict]) -> None:
@@ -39,8 +32,18 @@ def _run(step: str, argv: list[str], log: list[dict]) -> None:
         raise SystemExit(f"steadyseg demo: step {step!r} failed with exit code {rc}")
 
 
-def run_demo(out: Path, *, seed: int = 0, num_frames: int = 24, curation: bool = True) -> dict:
-    """Generate the synthetic inputs under ``out`` and run every stage; returns the run log (also in demo.json)."""
+def run_demo(out: str | Path = "demo-output", *, seed: int = 0, num_frames: int = 24, curation: bool = True) -> dict:
+    """Generate the synthetic inputs under ``out`` and run every stage; returns the run log (also in demo.json).
+
+    Args:
+        out: output folder (created).
+        seed: seed of the synthetic data.
+        num_frames: frames of the synthetic video.
+        curation: also build the FiftyOne dataset when the ``curation`` extra is installed.
+
+    Returns:
+        ``{"out", "steps": [{step, argv, returncode, seconds}], "summary": {raw|wgf3d|gauss: measures}}``.
+    """
     from steadyseg.datasets.synthetic import make_moving_shapes_video, make_synthetic_coco, write_video_folder
     from steadyseg.files import atomic_write_json, save_resolved_config
 
@@ -103,13 +106,3 @@ def run_demo(out: Path, *, seed: int = 0, num_frames: int = 24, curation: bool =
               f"{m['iou']:6.3f} {m['j_recall']:7.3f}")
     print(f"\noutputs: {out.resolve()}  (run log: {out / 'demo.json'})")
     return record
-
-
-def main(args: argparse.Namespace) -> int:
-    kwargs = {}
-    if args.seed is not None:
-        kwargs["seed"] = args.seed
-    if args.frames is not None:
-        kwargs["num_frames"] = args.frames
-    run_demo(args.out or Path("demo-output"), curation=not args.no_curation, **kwargs)
-    return 0

@@ -20,35 +20,12 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from steadyseg.warp import backward_warp_torch, valid_mask_torch
+from steadyseg.pairs import PairSpec, select_pairs
+from steadyseg.warp import DEFAULT_THRESHOLDS, ValidityThresholds, backward_warp_torch, valid_mask_torch
 
 __all__ = ["consistency_loss", "ConsistencyLoss", "select_pairs"]
 
 FlowsArg = Tensor | Mapping[tuple[int, int], Tensor]
-
-
-def select_pairs(num_frames: int, pairs: str | int | list[tuple[int, int]] = "all") -> list[tuple[int, int]]:
-    """Ordered frame pairs ``(p, q)``, ``p ≠ q``: ``"all"``, ``"adjacent"`` (``|p−q| = 1``), an int K
-    (``1 ≤ |p−q| ≤ K``), ``"center"`` (every frame with the middle one, both directions) or an explicit list."""
-    t = int(num_frames)
-    if isinstance(pairs, str):
-        if pairs == "all":
-            return [(p, q) for p in range(t) for q in range(t) if p != q]
-        if pairs == "adjacent":
-            return [(p, q) for p in range(t) for q in range(t) if abs(p - q) == 1]
-        if pairs == "center":
-            c = t // 2
-            return [(p, q) for p in range(t) for q in range(t) if p != q and c in (p, q)]
-        raise ValueError(f"pairs must be 'all', 'adjacent', 'center', an int window or a list, got {pairs!r}")
-    if isinstance(pairs, int):
-        if pairs < 1:
-            raise ValueError(f"pairs window must be ≥ 1, got {pairs}")
-        return [(p, q) for p in range(t) for q in range(t) if 1 <= abs(p - q) <= pairs]
-    out = [(int(p), int(q)) for p, q in pairs]
-    for p, q in out:
-        if p == q or not (0 <= p < t and 0 <= q < t):
-            raise ValueError(f"pair ({p}, {q}) invalid for a clip of {t} frames")
-    return out
 
 
 def _flow(flows: FlowsArg, p: int, q: int) -> Tensor:
@@ -78,8 +55,8 @@ def _check(probs: Tensor, flows: FlowsArg, valid) -> None:
 
 
 def consistency_loss(probs: Tensor, flows: FlowsArg, valid: Tensor | Mapping[tuple[int, int], Tensor] | None = None,
-                     *, pairs: str | int | list[tuple[int, int]] = "all",
-                     check_motion_boundary: bool = True) -> dict[str, Tensor]:
+                     *, pairs: PairSpec = "all", check_motion_boundary: bool = True,
+                     thresholds: ValidityThresholds = DEFAULT_THRESHOLDS) -> dict[str, Tensor]:
     """Flow-consistency loss of a batch of clips.
 
     Args:
@@ -89,8 +66,10 @@ def consistency_loss(probs: Tensor, flows: FlowsArg, valid: Tensor | Mapping[tup
         valid: optional ``M[p→q]`` on the pixels of q: (B, T, T, 1, H, W) bool/float with ``valid[:, p, q]`` for
             the ordered pair (p warped into q), or a dict ``{(p, q): (B, 1, H, W)}``; default: computed from the
             flows with :func:`steadyseg.warp.valid_mask_torch`.
-        pairs: which ordered pairs (see :func:`select_pairs`); default all ``T·(T−1)``.
+        pairs: which ordered pairs (see :func:`steadyseg.pairs.select_pairs`); default all ``T·(T−1)``.
         check_motion_boundary: used when the valid mask is computed here.
+        thresholds: constants of the validity checks (:class:`steadyseg.warp.ValidityThresholds`), used when the
+            valid mask is computed here.
 
     Returns:
         ``{"consistency": scalar loss (differentiable), "valid_fraction": scalar share of valid pixels (detached)}``.
@@ -106,7 +85,8 @@ def consistency_loss(probs: Tensor, flows: FlowsArg, valid: Tensor | Mapping[tup
     for p, q in selected:
         f_qp = _flow(flows, q, p).to(probs.dtype)
         if valid is None:
-            m = valid_mask_torch(f_qp, _flow(flows, p, q).to(probs.dtype), check_motion_boundary=check_motion_boundary)
+            m = valid_mask_torch(f_qp, _flow(flows, p, q).to(probs.dtype), check_motion_boundary=check_motion_boundary,
+                                 thresholds=thresholds)
         elif isinstance(valid, Tensor):
             m = valid[:, p, q]
         else:
@@ -127,22 +107,26 @@ class ConsistencyLoss(nn.Module):
     Args:
         pairs: which ordered pairs of the clip (``"all"``, ``"adjacent"``, ``"center"``, an int window, a list).
         check_motion_boundary: exclude motion boundaries from the computed valid mask.
+        thresholds: constants of the validity checks of the computed valid mask
+            (:class:`steadyseg.warp.ValidityThresholds`).
 
     ``forward(probs (B,T,C,H,W), flows (B,T,T,2,H,W) or {(p,q): (B,2,H,W)}, valid=None)`` → dict of named terms.
     """
 
-    def __init__(self, *, pairs: str | int | list[tuple[int, int]] = "all", check_motion_boundary: bool = True):
+    def __init__(self, *, pairs: PairSpec = "all", check_motion_boundary: bool = True,
+                 thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
         super().__init__()
         if not isinstance(pairs, list):
             select_pairs(2, pairs)  # validate the spelling early
         self.pairs = pairs
         self.check_motion_boundary = bool(check_motion_boundary)
+        self.thresholds = thresholds
 
     def forward(self, probs: Tensor, flows: FlowsArg, valid=None) -> dict[str, Tensor]:
         if not isinstance(probs, Tensor) or probs.ndim != 5:
             raise ValueError(f"expected B×T×C×H×W, got {tuple(getattr(probs, 'shape', ()))}")
         return consistency_loss(probs, flows, valid, pairs=self.pairs,
-                                check_motion_boundary=self.check_motion_boundary)
+                                check_motion_boundary=self.check_motion_boundary, thresholds=self.thresholds)
 
     def extra_repr(self) -> str:
         return f"pairs={self.pairs!r}, check_motion_boundary={self.check_motion_boundary}"

@@ -1,11 +1,13 @@
-"""``steadyseg run manifests/<name>.yaml``: YAML job specs for dataset variants (and, later, training runs).
+"""YAML job specs (manifests) for dataset variants (and, later, training runs): load, validate, run.
+
+The command is ``steadyseg run manifests/<name>.yaml`` (:mod:`steadyseg.manifest_cli`).
 
 A manifest names its ``kind``, and each kind has a schema (allowed keys, types, which values are paths) and a
 runner. Unknown keys are rejected with the key and the file named; paths may use ``${VAR}`` or
 ``${VAR:-default}`` and are resolved relative to the manifest's folder. Kinds register in ``KINDS``
 (``kind -> (schema, runner)``); a later stage adds e.g. ``"train-teacher"`` next to ``"refine-coco"``.
 
-``kind: refine-coco`` (runs :func:`steadyseg.refine.coco_refine.refine_coco`)::
+``kind: refine-coco`` (runs :func:`steadyseg.refine.coco.refine_coco`)::
 
     kind: refine-coco
     name: coco2017-val-cascadepsp            # required, a label for records
@@ -14,14 +16,14 @@ runner. Unknown keys are rejected with the key and the file named; paths may use
       annotations: ${COCO_ROOT}/annotations/instances_val2017.json
       images: ${COCO_ROOT}/val2017
     refiner:                                 # required
-      name: cascadepsp                       # guided | cascadepsp | identity
+      name: cascadepsp                       # a name of steadyseg.refine.refiners.REFINERS
       checkpoint: ${CASCADEPSP_CHECKPOINT}   # cascadepsp only
       params: {l_max: 900, max_upscale: 2.0} # keyword arguments of the refiner's builder (optional)
     parameters:                              # optional, refine_coco's keyword arguments
       context: 0.25
       context_min: 8
       threshold: 0.5
-      guard: keep-original                   # or flag-only
+      guard: keep-original                   # a guard policy of refine_coco (GUARD_POLICIES)
       min_area_ratio: 0.5
       shard_size: 64
     execution:                               # optional; command-line flags override
@@ -39,7 +41,6 @@ Python::
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ class Field:
     required: bool = False
     path: bool = False
     children: dict[str, "Field"] | None = None
-    choices: tuple[Any, ...] | None = None
+    # allowed values, or a function returning them (read when a manifest is validated, so that the registry that
+    # owns the names, e.g. REFINERS, is their only source and is imported only when needed)
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
     free_mapping: bool = False  # a dict of arbitrary keys (e.g. refiner params, checked by the builder)
 
 
@@ -76,6 +79,20 @@ class Manifest:
 
 
 _NUM = (int, float)
+
+
+def _refiner_names() -> tuple[str, ...]:
+    from steadyseg.refine.refiners import REFINERS
+
+    return tuple(REFINERS)
+
+
+def _guard_policies() -> tuple[str, ...]:
+    from steadyseg.refine.coco import GUARD_POLICIES
+
+    return tuple(GUARD_POLICIES)
+
+
 REFINE_COCO_SCHEMA: dict[str, Field] = {
     "kind": Field(required=True),
     "name": Field(required=True),
@@ -85,7 +102,7 @@ REFINE_COCO_SCHEMA: dict[str, Field] = {
         "images": Field(required=True, path=True),
     }),
     "refiner": Field(types=(dict,), required=True, children={
-        "name": Field(required=True, choices=("guided", "cascadepsp", "identity")),
+        "name": Field(required=True, choices=_refiner_names),
         "checkpoint": Field(types=(str, type(None)), path=True),
         "params": Field(types=(dict,), free_mapping=True),
     }),
@@ -93,7 +110,7 @@ REFINE_COCO_SCHEMA: dict[str, Field] = {
         "context": Field(types=_NUM),
         "context_min": Field(types=(int,)),
         "threshold": Field(types=_NUM),
-        "guard": Field(choices=("keep-original", "flag-only")),
+        "guard": Field(choices=_guard_policies),
         "min_area_ratio": Field(types=_NUM),
         "shard_size": Field(types=(int,)),
     }),
@@ -139,8 +156,9 @@ def _validate(node: Any, schema: dict[str, Field], *, path: Path, prefix: str) -
                                 f"got {type(value).__name__} {value!r}")
         if isinstance(value, str):
             value = _expand(value, where=where)
-        if f.choices is not None and value not in f.choices:
-            raise ManifestError(f"{where} must be one of {list(f.choices)}, got {value!r}")
+        choices = f.choices() if callable(f.choices) else f.choices
+        if choices is not None and value not in choices:
+            raise ManifestError(f"{where} must be one of {list(choices)}, got {value!r}")
         if f.path and isinstance(value, str):
             p = Path(value).expanduser()
             value = str((p if p.is_absolute() else path.parent / p).resolve())
@@ -157,7 +175,7 @@ def _validate(node: Any, schema: dict[str, Field], *, path: Path, prefix: str) -
 
 def _run_refine_coco(job: Manifest, *, resume: bool | None = None, workers: int | None = None,
                      scheduler: str | None = None, progress: bool = True) -> dict[str, Any]:
-    from steadyseg.refine.coco_refine import refine_coco
+    from steadyseg.refine.coco import refine_coco
 
     s = job.spec
     execution = dict(s.get("execution", {}))
@@ -209,28 +227,3 @@ def run_manifest(job: Manifest | str | os.PathLike, *, resume: bool | None = Non
         files.save_resolved_config(out, {"manifest": str(job.source), "kind": job.kind, "as_written": job.raw,
                                          "resolved": job.spec}, name="manifest.yaml")
     return record
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, help="a YAML manifest, e.g. manifests/coco-val2017-80-guided.yaml")
-    parser.add_argument("--resume", action="store_true", default=None, help="continue a killed run")
-    parser.add_argument("--workers", type=int, default=None, help="override execution.workers")
-    parser.add_argument("--scheduler", default=None, help="override execution.scheduler (Dask address)")
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved job, run nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def main(args: argparse.Namespace) -> int:
-    import yaml
-
-    job = load_manifest(args.manifest)
-    if args.dry_run:
-        print(f"# {job.source} (kind {job.kind}), resolved:")
-        print(yaml.safe_dump(job.spec, sort_keys=False), end="")
-        return 0
-    record = run_manifest(job, resume=args.resume, workers=args.workers, scheduler=args.scheduler,
-                          progress=not args.no_progress)
-    counts = record.get("counts", {})
-    print(f"run {job.spec.get('name')}: {counts}")
-    print(f"  outputs in {job.spec.get('output')}")
-    return 0

@@ -1,11 +1,11 @@
 """The paper's temporal-stability measures: flow inconsistency ``E_cons``, smoothness ``E_smooth``, boundary counts.
 
-Definitions are exactly those of ``ARCHITECTURE.md`` ("The measures, exactly"):
+Definitions (the project's conventions, also in ``docs/measures.md``):
 
 - A mask is an integer label map per frame, (H, W), 0 = background, ``VOID`` = 255 ignored everywhere.
 - ``e(p→q) = Σ M·d_cat(O_q, W(O_p)) / Σ M`` with ``W(O_p)(x) = O_p(x + F[q→p](x))`` (nearest neighbour),
-  ``M = M[p→q]`` from :func:`steadyseg.warp.valid_mask` minus the pixels where ``O_q`` or ``W(O_p)`` is void, and
-  ``d_cat`` = 1 where the labels DIFFER.
+  ``M = M[p→q]`` from :func:`steadyseg.warp.valid_mask` (constants: :class:`steadyseg.warp.ValidityThresholds`)
+  minus the pixels where ``O_q`` or ``W(O_p)`` is void, and ``d_cat`` = 1 where the labels DIFFER.
 - ``E_pair(p, q) = e(p→q) + e(q→p)``; ``E_raw`` = mean of ``E_pair`` over unordered pairs with ``1 ≤ |p−q| ≤ K``.
 - ``E_cons = E_raw · H·W / median_t N_bd(t)`` ("inconsistent pixels per boundary pixel").
 
@@ -27,21 +27,22 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from steadyseg.kernels import gaussian_kernel
 from steadyseg.labels import VOID
-from steadyseg.warp import WarpWorkspace, direction_counts, warp_and_valid
+from steadyseg.warp import DEFAULT_THRESHOLDS, ValidityThresholds, WarpWorkspace, direction_counts, warp_and_valid
 
 
 __all__ = [
     "VOID", "boundary_count", "boundary_map", "InconsistencyResult", "inconsistency", "pair_inconsistency",
-    "direction_inconsistency", "smoothness", "flicker_map", "median_boundary",
+    "direction_inconsistency", "smoothness", "flicker_map", "median_boundary", "opencv_threads",
 ]
 
 FlowFn = Callable[[int, int], np.ndarray]
@@ -98,16 +99,22 @@ def median_boundary(masks: Iterable[Any], *, void: int = VOID) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- inconsistency
-def direction_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, flow_q_to_p: np.ndarray,
-                            flow_p_to_q: np.ndarray, *, check_motion_boundary: bool = True,
-                            void: int = VOID, workspace: WarpWorkspace | None = None) -> tuple[float, int]:
+def direction_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, *, flow_p_to_q: np.ndarray,
+                            flow_q_to_p: np.ndarray, check_motion_boundary: bool = True, void: int = VOID,
+                            thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
+                            workspace: WarpWorkspace | None = None) -> tuple[float, int]:
     """``e(p→q)`` and ``Σ M``: fraction of valid pixels of frame ``q`` whose label differs from warped ``O_p``.
 
     Args:
-        mask_p, mask_q: (H, W) integer labels of frames p and q.
+        mask_p, mask_q: (H, W) integer labels of frames p and q (0 = background, ``void`` ignored).
+        flow_p_to_q: (H, W, 2) float flow p→q (dx, dy) in pixels, used by the forward–backward check
+            (keyword-only, like ``flow_q_to_p``, so that the two directions cannot be swapped by position).
         flow_q_to_p: (H, W, 2) float flow q→p (dx, dy) in pixels, used to warp ``O_p`` into frame q.
-        flow_p_to_q: (H, W, 2) float flow p→q, used by the forward–backward check.
-        workspace: optional :class:`steadyseg.warp.WarpWorkspace` reused across calls (faster on long videos).
+        check_motion_boundary: also exclude the motion boundaries of ``F[q→p]`` from ``M``.
+        void: the ignored label.
+        thresholds: constants of the validity checks (:class:`steadyseg.warp.ValidityThresholds`).
+        workspace: optional :class:`steadyseg.warp.WarpWorkspace` reused across calls (saves allocations on long
+            videos).
 
     Returns:
         ``(e, n_valid)``; ``e`` is NaN when ``n_valid == 0``.
@@ -121,13 +128,14 @@ def direction_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, flow_q_to_p:
         fp = np.asarray(flow_p_to_q, dtype=np.float32)
         ws = workspace if workspace is not None and workspace.shape == mq.shape else None
         n_diff, n = direction_counts(mp, mq, fq, fp, void=void, check_motion_boundary=check_motion_boundary,
-                                     workspace=ws)
+                                     thresholds=thresholds, workspace=ws)
         if n == 0:
             return float("nan"), 0
         return float(n_diff) / n, n
     # a void label outside the labels' dtype range: general path (bool masks)
     warped, m = warp_and_valid(mask_p, flow_q_to_p, flow_p_to_q, mode="nearest", fill=void,
-                               check_motion_boundary=check_motion_boundary, workspace=workspace)
+                               check_motion_boundary=check_motion_boundary, thresholds=thresholds,
+                               workspace=workspace)
     m &= mask_q != void
     m &= warped != void
     n = int(np.count_nonzero(m))
@@ -138,17 +146,21 @@ def direction_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, flow_q_to_p:
     return float(np.count_nonzero(diff)) / n, n
 
 
-def pair_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, flow_p_to_q: np.ndarray, flow_q_to_p: np.ndarray,
-                       *, check_motion_boundary: bool = True, void: int = VOID,
+def pair_inconsistency(mask_p: np.ndarray, mask_q: np.ndarray, *, flow_p_to_q: np.ndarray,
+                       flow_q_to_p: np.ndarray, check_motion_boundary: bool = True, void: int = VOID,
+                       thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
                        workspace: WarpWorkspace | None = None) -> tuple[float, int]:
     """``E_pair(p, q) = e(p→q) + e(q→p)`` and the number of defined directions (0, 1 or 2).
 
-    A direction without valid pixels is skipped: with one defined direction ``E_pair = 2·e``; with none, NaN.
+    Arguments as in :func:`direction_inconsistency` (the flows keyword-only). A direction without valid pixels is
+    skipped: with one defined direction ``E_pair = 2·e``; with none, NaN.
     """
-    e_pq, n_pq = direction_inconsistency(mask_p, mask_q, flow_q_to_p, flow_p_to_q,
-                                         check_motion_boundary=check_motion_boundary, void=void, workspace=workspace)
-    e_qp, n_qp = direction_inconsistency(mask_q, mask_p, flow_p_to_q, flow_q_to_p,
-                                         check_motion_boundary=check_motion_boundary, void=void, workspace=workspace)
+    e_pq, n_pq = direction_inconsistency(mask_p, mask_q, flow_p_to_q=flow_p_to_q, flow_q_to_p=flow_q_to_p,
+                                         check_motion_boundary=check_motion_boundary, void=void,
+                                         thresholds=thresholds, workspace=workspace)
+    e_qp, n_qp = direction_inconsistency(mask_q, mask_p, flow_p_to_q=flow_q_to_p, flow_q_to_p=flow_p_to_q,
+                                         check_motion_boundary=check_motion_boundary, void=void,
+                                         thresholds=thresholds, workspace=workspace)
     return _combine_directions(e_pq, n_pq, e_qp, n_qp)
 
 
@@ -199,6 +211,26 @@ class InconsistencyResult:
         }
 
 
+@contextmanager
+def opencv_threads(n: int | None) -> Iterator[None]:
+    """Set OpenCV's own thread count to ``n`` inside the ``with`` block and restore the previous value after it.
+
+    ``cv2.setNumThreads`` is process-wide: other threads of the process see the change while the block runs.
+    ``None`` leaves OpenCV's setting alone. ``n ≥ 0`` (0 = OpenCV runs single-threaded without its pool).
+    """
+    if n is None:
+        yield
+        return
+    if int(n) < 0:
+        raise ValueError(f"opencv_threads: n must be >= 0 or None, got {n}")
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(int(n))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def _resolve_normalizer(normalizer: Any, own_counts: np.ndarray) -> float:
     if normalizer is None:
         return float(np.median(own_counts)) if len(own_counts) else float("nan")
@@ -221,7 +253,9 @@ def _finish_cons(e_raw: float, hw: int, norm: float, *, name: str) -> float:
 
 def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window: int = 3,
                   normalizer: None | float | Sequence[Any] = None, check_motion_boundary: bool = True,
-                  progress: bool = False, void: int = VOID, threads: int = 1) -> InconsistencyResult:
+                  progress: bool = False, void: int = VOID, threads: int = 1,
+                  cv_threads: int | None = None,
+                  thresholds: ValidityThresholds = DEFAULT_THRESHOLDS) -> InconsistencyResult:
     """Flow-based temporal inconsistency ``E_cons`` / ``E_raw`` of a mask video (paper eq. 3–4, our conventions).
 
     Args:
@@ -234,11 +268,15 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
             a sequence of label maps (e.g. the ground truth) → their median boundary count.
         check_motion_boundary: also exclude motion-boundary pixels from the valid mask (default on).
         progress: show a tqdm bar.
+        void: the ignored label.
         threads: compute the 2·K directions of each new frame in this many threads (OpenCV and numpy release
             the GIL). Flows are still requested from the calling thread, in order (``flows`` need not be
-            thread-safe), overlapping with the previous frame's directions. With ``threads > 1`` OpenCV's own
-            thread count is set to 1 for the duration of the call (process-wide) and restored afterwards.
-            Results do not depend on it.
+            thread-safe), overlapping with the previous frame's directions. Results do not depend on it.
+        cv_threads: OpenCV's own thread count while this call runs (:func:`opencv_threads`: process-wide, the
+            previous value is restored on return). ``None`` (default): 1 when ``threads > 1`` (our threads already
+            fill the cores; OpenCV's pool would only add hand-offs), else OpenCV's setting is left alone. Results
+            do not depend on it.
+        thresholds: constants of the validity checks (:class:`steadyseg.warp.ValidityThresholds`).
 
     Returns:
         :class:`InconsistencyResult`. ``E_cons`` is NaN with a ``RuntimeWarning`` when the median boundary is 0.
@@ -263,8 +301,9 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
     skipped_pairs = skipped_dirs = 0
 
     def direction(mp, mq, f_qp, f_pq, *, workspace):
-        return direction_inconsistency(mp, mq, f_qp, f_pq, check_motion_boundary=check_motion_boundary, void=void,
-                                       workspace=workspace)
+        return direction_inconsistency(mp, mq, flow_p_to_q=f_pq, flow_q_to_p=f_qp,
+                                       check_motion_boundary=check_motion_boundary, void=void,
+                                       thresholds=thresholds, workspace=workspace)
 
     local = threading.local()
 
@@ -292,47 +331,47 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
     # frame order, so the sums are the same as in the serial loop.
     pool = ThreadPoolExecutor(max_workers=int(threads)) if int(threads) > 1 else None
     pending: deque[list] = deque()
-    cv_threads = cv2.getNumThreads()
-    if pool is not None:  # our threads already fill the cores; OpenCV's own pool only adds hand-offs (~20 % CPU)
-        cv2.setNumThreads(1)
-    try:
-        for q, mask in enumerate(it):
-            mq = _compact_labels(mask, where=f"inconsistency: mask {q}")
-            if shape is None:
-                shape = mq.shape
-                ws = WarpWorkspace(*shape)
-            elif mq.shape != shape:
-                raise ValueError(f"inconsistency: mask {q} has shape {mq.shape}, mask 0 has {shape}")
-            counts.append(int(np.count_nonzero(boundary_map(mq, void=void))))
-            frame_sum.append(0.0)
-            frame_cnt.append(0)
-            jobs = []
-            for p, mp in recent:
-                f_pq = np.asarray(flows(p, q), dtype=np.float32)
-                f_qp = np.asarray(flows(q, p), dtype=np.float32)
-                for name, f in (("p→q", f_pq), ("q→p", f_qp)):
-                    if f.shape != (*shape, 2):
-                        raise ValueError(f"inconsistency: flow {name} for pair ({p}, {q}) has shape {f.shape}, "
-                                         f"expected {(*shape, 2)}")
-                jobs.append((p, (mp, mq, f_qp, f_pq), (mq, mp, f_pq, f_qp)))
-            if pool is None:
-                collect([(p, q, direction(*d1, workspace=ws), direction(*d2, workspace=ws)) for p, d1, d2 in jobs])
-            else:
-                pending.append([(p, q, pool.submit(run_threaded, d1), pool.submit(run_threaded, d2))
-                                for p, d1, d2 in jobs])
-                while len(pending) > 1:
-                    collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
-            recent.append((q, mq))
-        while pending:
-            collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
-    finally:
-        if pool is not None:
-            for batch in pending:
-                for _, _, a, b in batch:
-                    a.cancel()
-                    b.cancel()
-            pool.shutdown(wait=True)
-            cv2.setNumThreads(cv_threads)
+    if cv_threads is None and pool is not None:
+        cv_threads = 1
+    with opencv_threads(cv_threads):
+        try:
+            for q, mask in enumerate(it):
+                mq = _compact_labels(mask, where=f"inconsistency: mask {q}")
+                if shape is None:
+                    shape = mq.shape
+                    ws = WarpWorkspace(*shape)
+                elif mq.shape != shape:
+                    raise ValueError(f"inconsistency: mask {q} has shape {mq.shape}, mask 0 has {shape}")
+                counts.append(int(np.count_nonzero(boundary_map(mq, void=void))))
+                frame_sum.append(0.0)
+                frame_cnt.append(0)
+                jobs = []
+                for p, mp in recent:
+                    f_pq = np.asarray(flows(p, q), dtype=np.float32)
+                    f_qp = np.asarray(flows(q, p), dtype=np.float32)
+                    for name, f in (("p→q", f_pq), ("q→p", f_qp)):
+                        if f.shape != (*shape, 2):
+                            raise ValueError(f"inconsistency: flow {name} for pair ({p}, {q}) has shape "
+                                             f"{f.shape}, expected {(*shape, 2)}")
+                    jobs.append((p, (mp, mq, f_qp, f_pq), (mq, mp, f_pq, f_qp)))
+                if pool is None:
+                    collect([(p, q, direction(*d1, workspace=ws), direction(*d2, workspace=ws))
+                             for p, d1, d2 in jobs])
+                else:
+                    pending.append([(p, q, pool.submit(run_threaded, d1), pool.submit(run_threaded, d2))
+                                    for p, d1, d2 in jobs])
+                    while len(pending) > 1:
+                        collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
+                recent.append((q, mq))
+            while pending:
+                collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
+        finally:
+            if pool is not None:
+                for batch in pending:
+                    for _, _, a, b in batch:
+                        a.cancel()
+                        b.cancel()
+                pool.shutdown(wait=True)
     if shape is None:
         raise ValueError("inconsistency: no masks given")
     values = [v for v in per_pair.values() if np.isfinite(v)]
@@ -351,7 +390,8 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
 
 
 def flicker_map(masks: Sequence[Any], flows: FlowFn, t: int, *, window: int = 3,
-                check_motion_boundary: bool = True, void: int = VOID) -> np.ndarray:
+                check_motion_boundary: bool = True, void: int = VOID,
+                thresholds: ValidityThresholds = DEFAULT_THRESHOLDS) -> np.ndarray:
     """Where frame ``t`` disagrees with its flow-warped neighbours.
 
     For every neighbour ``p`` with ``1 ≤ |p−t| ≤ window`` inside the video, ``O_p`` is warped into frame ``t``
@@ -361,6 +401,7 @@ def flicker_map(masks: Sequence[Any], flows: FlowFn, t: int, *, window: int = 3,
         masks: indexable sequence of T (H, W) integer label maps (only the ≤ 2·window + 1 needed are read).
         flows: callable ``flows(a, b) -> (H, W, 2)`` flow a→b.
         t: frame index (negative counts from the end).
+        window, check_motion_boundary, void, thresholds: as in :func:`inconsistency`.
 
     Returns:
         (H, W) float32 in [0, 1]: fraction of the valid neighbours whose warped label differs from ``O_t``;
@@ -382,7 +423,8 @@ def flicker_map(masks: Sequence[Any], flows: FlowFn, t: int, *, window: int = 3,
         f_tp = np.asarray(flows(t, p), dtype=np.float32)
         f_pt = np.asarray(flows(p, t), dtype=np.float32)
         warped, m = warp_and_valid(mp, f_tp, f_pt, mode="nearest", fill=void,
-                                   check_motion_boundary=check_motion_boundary, workspace=ws)
+                                   check_motion_boundary=check_motion_boundary, thresholds=thresholds,
+                                   workspace=ws)
         m &= (mt != void) & (warped != void)
         valid += m
         disagree += m & (warped != mt)

@@ -1,6 +1,6 @@
 """Flow warping, occlusion and motion-boundary masks (numpy per frame, torch batched and differentiable).
 
-Conventions (shared by the whole project, see ``ARCHITECTURE.md`` "The measures, exactly"):
+Conventions (shared by the whole project; the measures built on them are defined in ``docs/measures.md``):
 
 - A flow ``F[a→b]`` is a float array of displacements **in pixels** that maps pixel ``x`` of frame ``a`` to
   ``x + F(x)`` in frame ``b``. Channel 0 is ``dx`` (columns, to the right), channel 1 is ``dy`` (rows, down).
@@ -12,7 +12,8 @@ Conventions (shared by the whole project, see ``ARCHITECTURE.md`` "The measures,
   (numpy) or 0 (torch); :func:`out_of_frame` flags them so they can be masked out.
 - ``M[p→q]`` (:func:`valid_mask`) is defined on the pixels of frame ``q`` and is True where the target
   ``x + F[q→p](x)`` is inside frame ``p``, the forward–backward check passes and (optionally) ``x`` is not on a
-  motion boundary of ``F[q→p]``.
+  motion boundary of ``F[q→p]``. The four constants of those checks are one :class:`ValidityThresholds`
+  (default :data:`DEFAULT_THRESHOLDS`), passed as ``thresholds=`` to every function that uses them.
 
 Every function takes numpy arrays **or** torch tensors and dispatches on the type; the torch implementations are
 also public with a ``_torch`` suffix. torch versions are batched: flows ``(B, 2, H, W)``, masks ``(B, 1, H, W)``
@@ -21,12 +22,16 @@ bool. torch is imported lazily, so the numpy path never pays for importing it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from steadyseg.labels import VOID
+
 __all__ = [
+    "ValidityThresholds", "DEFAULT_THRESHOLDS",
     "backward_warp", "out_of_frame", "forward_backward_valid", "motion_boundary", "valid_mask",
     "backward_warp_torch", "out_of_frame_torch", "forward_backward_valid_torch", "motion_boundary_torch",
     "valid_mask_torch", "flow_magnitude_sq", "warp_and_valid", "direction_counts", "WarpWorkspace",
@@ -34,6 +39,43 @@ __all__ = [
 
 _MODES = ("nearest", "bilinear")
 BAND_ROWS = 64  # rows per band in direction_counts (a band's intermediates fit the CPU cache)
+
+
+@dataclass(frozen=True)
+class ValidityThresholds:
+    """The four constants of the flow-validity checks, one frozen value shared by the measures and the loss.
+
+    Attributes:
+        fb_alpha: forward–backward check, relative term (≥ 0): a pixel is consistent where
+            ``|a + b|² < fb_alpha·(|a|² + |b|²) + fb_beta`` with ``a = F[q→p](x)``, ``b = F[p→q](x + a)``.
+        fb_beta: forward–backward check, absolute term in pixels² (≥ 0).
+        mb_alpha: motion-boundary check, relative term (≥ 0): a pixel is on a motion boundary where
+            ``|∇u|² + |∇v|² > mb_alpha·|F|² + mb_beta``.
+        mb_beta: motion-boundary check, absolute term (≥ 0).
+
+    The defaults (0.01, 0.5, 0.01, 0.002) are the occlusion and motion-boundary tests of Sundaram, Brox and
+    Keutzer (ECCV 2010); every measure and loss of steadyseg uses them (:data:`DEFAULT_THRESHOLDS`).
+    """
+
+    fb_alpha: float = 0.01
+    fb_beta: float = 0.5
+    mb_alpha: float = 0.01
+    mb_beta: float = 0.002
+
+    def __post_init__(self) -> None:
+        for name in ("fb_alpha", "fb_beta", "mb_alpha", "mb_beta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"ValidityThresholds.{name} must be a number >= 0, got {value!r}")
+
+
+DEFAULT_THRESHOLDS = ValidityThresholds()
+
+
+def _check_thresholds(thresholds: Any, where: str) -> ValidityThresholds:
+    if not isinstance(thresholds, ValidityThresholds):
+        raise TypeError(f"{where}: thresholds must be a ValidityThresholds, got {type(thresholds).__name__}")
+    return thresholds
 
 
 def _is_torch(x: Any) -> bool:
@@ -60,7 +102,7 @@ class WarpWorkspace:
     """Reusable scratch buffers for the numpy checks on (H, W) frames.
 
     Allocating fresh multi-megabyte arrays for every pair costs page faults that, on a busy machine, dominate the
-    arithmetic (measured ~2.5× slower at 854×480). :func:`steadyseg.measures.inconsistency` makes one workspace per
+    arithmetic. :func:`steadyseg.measures.inconsistency` makes one workspace per
     video (per thread) and passes it to :func:`warp_and_valid` / :func:`direction_counts`; arrays returned with a
     workspace are views of its buffers and are overwritten by the next call that uses it. Not thread-safe: use one
     workspace per thread.
@@ -240,21 +282,21 @@ def _motion_boundary_np(flow: np.ndarray, alpha: float, beta: float) -> np.ndarr
     return _Geom(flow).motion_boundary(alpha, beta)
 
 
-def _valid_mask_np(geom: _Geom, flow_pq: np.ndarray, check_motion_boundary: bool, fb_alpha: float,
-                   fb_beta: float, mb_alpha: float, mb_beta: float, *, reuse: bool = False) -> np.ndarray:
+def _valid_mask_np(geom: _Geom, flow_pq: np.ndarray, check_motion_boundary: bool, th: ValidityThresholds, *,
+                   reuse: bool = False) -> np.ndarray:
     ws = geom.ws
-    m = geom.fb_valid(flow_pq, fb_alpha, fb_beta, out=ws.valid if reuse else None)
+    m = geom.fb_valid(flow_pq, th.fb_alpha, th.fb_beta, out=ws.valid if reuse else None)
     bad = geom.out_of_frame(out=ws.b1)
     m &= np.logical_not(bad, out=bad)
     if check_motion_boundary:
-        bad = geom.motion_boundary(mb_alpha, mb_beta, out=ws.b1)
+        bad = geom.motion_boundary(th.mb_alpha, th.mb_beta, out=ws.b1)
         m &= np.logical_not(bad, out=bad)
     return m
 
 
 def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *,
-                     void: int = 255, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
-                     fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002,
+                     void: int = VOID, check_motion_boundary: bool = True,
+                     thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
                      workspace: WarpWorkspace | None = None) -> tuple[int, int]:
     """Counts behind ``e(p→q)``: ``(#disagreeing, #valid)`` pixels of frame ``q`` (the measures' inner loop).
 
@@ -268,11 +310,14 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
         src_p, labels_q: (H, W) uint8 or uint16 label maps of frames p and q (same dtype).
         flow_q_to_p, flow_p_to_q: (H, W, 2) float32 flows in pixels (dx, dy).
         void: the ignored label.
+        check_motion_boundary: also exclude the motion boundaries of ``F[q→p]`` from ``M``.
+        thresholds: the constants of the validity checks (:class:`ValidityThresholds`).
         workspace: optional :class:`WarpWorkspace` of the frame size (one per thread).
 
     Returns:
         ``(n_diff, n_valid)`` as Python ints.
     """
+    th = _check_thresholds(thresholds, "direction_counts")
     f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
     g = np.ascontiguousarray(_check_flow_np(flow_p_to_q, "flow_p_to_q"))
     h, w = f.shape[:2]
@@ -292,8 +337,8 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
     rows = bb["s1"].shape[0] - 2
     n_diff = n_valid = 0
     # Row bands of BAND_ROWS rows: every step is per pixel (remap, compare) or per row (the x gradient), so a band
-    # gives exactly the full-frame values while its ~3 MB of intermediates stay in the CPU cache (measured
-    # ~30 % less CPU at 854×480 than full-frame passes). The y gradient reads one extra row on each side.
+    # gives exactly the full-frame values while its ~3 MB of intermediates stay in the CPU cache. The y gradient
+    # reads one extra row on each side.
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
@@ -306,8 +351,8 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
         mag = _channel_sum_sq(fq, tmp=bb["v2a"][:n], out=bb["s1"][:n])
         rhs = _channel_sum_sq(back, tmp=bb["v2a"][:n], out=bb["s2"][:n])
         rhs += mag
-        rhs *= fb_alpha
-        rhs += fb_beta
+        rhs *= th.fb_alpha
+        rhs += th.fb_beta
         np.add(back, fq, out=back)
         lhs = _channel_sum_sq(back, tmp=back, out=bb["s3"][:n])
         m = cv2.compare(lhs, rhs, cv2.CMP_LT, dst=bb["u1"][:n])
@@ -319,8 +364,8 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
             gy = cv2.filter2D(f[e0:e1], cv2.CV_32F, _DY_KERNEL, dst=bb["v2b"][:e1 - e0],
                               borderType=cv2.BORDER_REPLICATE)[r0 - e0:r0 - e0 + n]
             grad_sq += _channel_sum_sq(gy, tmp=bb["v2a"][:n], out=bb["s3"][:n])
-            mb_rhs = np.multiply(mag, np.float32(mb_alpha), out=bb["s3"][:n])
-            mb_rhs += mb_beta
+            mb_rhs = np.multiply(mag, np.float32(th.mb_alpha), out=bb["s3"][:n])
+            mb_rhs += th.mb_beta
             cv2.bitwise_and(m, cv2.compare(grad_sq, mb_rhs, cv2.CMP_LE, dst=bb["u2"][:n]), dst=m)
         lq = labels_q[r0:r1]
         cv2.bitwise_and(m, cv2.compare(lq, fill, cv2.CMP_NE, dst=bb["u2"][:n]), dst=m)
@@ -335,14 +380,17 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
 
 
 def warp_and_valid(src: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, mode: str = "nearest",
-                   fill: float = 0, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
-                   fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002,
+                   fill: float = 0, check_motion_boundary: bool = True,
+                   thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
                    workspace: WarpWorkspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """numpy: ``(backward_warp(src, F[q→p]), valid_mask(F[q→p], F[p→q]))`` sharing the sampling maps (faster).
 
+    ``src`` is as in :func:`backward_warp`, the flows are (H, W, 2) float32 in pixels (dx, dy), ``thresholds`` as
+    in :func:`valid_mask`. Returns the warped ``src`` (its shape and dtype) and the (H, W) bool valid mask.
     With a ``workspace`` (:class:`WarpWorkspace` of the frame size) both results are views of its buffers, valid
     until the next call with the same workspace; ``src`` must then be a 2-D uint8/uint16/float32 array.
     """
+    th = _check_thresholds(thresholds, "warp_and_valid")
     if mode not in _MODES:
         raise ValueError(f"warp_and_valid: mode must be one of {_MODES}, got {mode!r}")
     geom = _Geom(flow_q_to_p, "flow_q_to_p", ws=workspace)
@@ -352,8 +400,7 @@ def warp_and_valid(src: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.nda
         warped = geom.warp(src_a, mode, float(fill), reuse=True)
     else:
         warped = _backward_warp_np(src_a, geom, mode, float(fill))
-    return warped, _valid_mask_np(geom, flow_p_to_q, check_motion_boundary, fb_alpha, fb_beta, mb_alpha, mb_beta,
-                                  reuse=reuse)
+    return warped, _valid_mask_np(geom, flow_p_to_q, check_motion_boundary, th, reuse=reuse)
 
 
 # ----------------------------------------------------------------------------------------------------------- torch
@@ -416,10 +463,11 @@ def out_of_frame_torch(flow):
     return ((x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)).unsqueeze(1)
 
 
-def forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, *, alpha: float = 0.01, beta: float = 0.5):
+def forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, *, thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
     """(B, 1, H, W) bool forward–backward check on the pixels of frame ``q`` (see :func:`forward_backward_valid`)."""
     import torch.nn.functional as F
 
+    th = _check_thresholds(thresholds, "forward_backward_valid")
     _check_flow_torch(flow_q_to_p, "flow_q_to_p")
     _check_flow_torch(flow_p_to_q, "flow_p_to_q")
     if flow_q_to_p.shape != flow_p_to_q.shape:
@@ -429,33 +477,38 @@ def forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, *, alpha: float = 0.0
     back = F.grid_sample(flow_p_to_q, grid, mode="bilinear", padding_mode="border", align_corners=True)
     s = flow_q_to_p + back
     lhs = (s * s).sum(1, keepdim=True)
-    rhs = alpha * ((flow_q_to_p * flow_q_to_p).sum(1, keepdim=True) + (back * back).sum(1, keepdim=True)) + beta
+    rhs = th.fb_alpha * ((flow_q_to_p * flow_q_to_p).sum(1, keepdim=True) + (back * back).sum(1, keepdim=True)) \
+        + th.fb_beta
     return lhs < rhs
 
 
-def motion_boundary_torch(flow, *, alpha: float = 0.01, beta: float = 0.002):
-    """(B, 1, H, W) bool: ``|∇u|² + |∇v|² > alpha·|F|² + beta`` (central differences, replicated borders)."""
+def motion_boundary_torch(flow, *, thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
+    """(B, 1, H, W) bool: ``|∇u|² + |∇v|² > mb_alpha·|F|² + mb_beta`` (central differences, replicated borders).
+
+    ``thresholds``: a :class:`ValidityThresholds` (only ``mb_alpha`` and ``mb_beta`` are used).
+    """
     import torch.nn.functional as F
 
+    th = _check_thresholds(thresholds, "motion_boundary")
     _check_flow_torch(flow)
     padded = F.pad(flow, (1, 1, 1, 1), mode="replicate")
     gx = 0.5 * (padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2])
     gy = 0.5 * (padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1])
     grad_sq = (gx * gx).sum(1, keepdim=True) + (gy * gy).sum(1, keepdim=True)
-    return grad_sq > alpha * (flow * flow).sum(1, keepdim=True) + beta
+    return grad_sq > th.mb_alpha * (flow * flow).sum(1, keepdim=True) + th.mb_beta
 
 
-def valid_mask_torch(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
-                     fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002):
+def valid_mask_torch(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True,
+                     thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
     """(B, 1, H, W) bool ``M[p→q]`` on the pixels of frame ``q``; computed without gradient (it is a mask)."""
     import torch
 
     with torch.no_grad():
         fq = flow_q_to_p.detach()
         fp = flow_p_to_q.detach()
-        m = ~out_of_frame_torch(fq) & forward_backward_valid_torch(fq, fp, alpha=fb_alpha, beta=fb_beta)
+        m = ~out_of_frame_torch(fq) & forward_backward_valid_torch(fq, fp, thresholds=thresholds)
         if check_motion_boundary:
-            m &= ~motion_boundary_torch(fq, alpha=mb_alpha, beta=mb_beta)
+            m &= ~motion_boundary_torch(fq, thresholds=thresholds)
     return m
 
 
@@ -487,38 +540,42 @@ def out_of_frame(flow):
     return out_of_frame_torch(flow) if _is_torch(flow) else _out_of_frame_np(flow)
 
 
-def forward_backward_valid(flow_q_to_p, flow_p_to_q, *, alpha: float = 0.01, beta: float = 0.5):
+def forward_backward_valid(flow_q_to_p, flow_p_to_q, *, thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
     """Forward–backward consistency on the pixels ``x`` of frame ``q``.
 
     With ``a = F[q→p](x)`` and ``b = F[p→q](x + a)`` (bilinear read, border replicated), True where
-    ``|a + b|² < alpha·(|a|² + |b|²) + beta``. numpy (H, W, 2) flows → (H, W) bool; torch → (B, 1, H, W).
+    ``|a + b|² < fb_alpha·(|a|² + |b|²) + fb_beta`` (``thresholds``, :class:`ValidityThresholds`).
+    numpy (H, W, 2) flows → (H, W) bool; torch → (B, 1, H, W).
     """
     if _is_torch(flow_q_to_p):
-        return forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, alpha=alpha, beta=beta)
-    return _fb_valid_np(flow_q_to_p, flow_p_to_q, alpha, beta)
+        return forward_backward_valid_torch(flow_q_to_p, flow_p_to_q, thresholds=thresholds)
+    th = _check_thresholds(thresholds, "forward_backward_valid")
+    return _fb_valid_np(flow_q_to_p, flow_p_to_q, th.fb_alpha, th.fb_beta)
 
 
-def motion_boundary(flow, *, alpha: float = 0.01, beta: float = 0.002):
-    """Bool mask, True on motion boundaries: ``|∇u|² + |∇v|² > alpha·|F|² + beta``.
+def motion_boundary(flow, *, thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
+    """Bool mask, True on motion boundaries: ``|∇u|² + |∇v|² > mb_alpha·|F|² + mb_beta`` (``thresholds``).
 
     Gradients are central differences ``(f[i+1] − f[i−1]) / 2`` with replicated borders.
     numpy (H, W, 2) → (H, W); torch (B, 2, H, W) → (B, 1, H, W).
     """
-    return motion_boundary_torch(flow, alpha=alpha, beta=beta) if _is_torch(flow) else \
-        _motion_boundary_np(flow, alpha, beta)
+    if _is_torch(flow):
+        return motion_boundary_torch(flow, thresholds=thresholds)
+    th = _check_thresholds(thresholds, "motion_boundary")
+    return _motion_boundary_np(flow, th.mb_alpha, th.mb_beta)
 
 
-def valid_mask(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True, fb_alpha: float = 0.01,
-               fb_beta: float = 0.5, mb_alpha: float = 0.01, mb_beta: float = 0.002):
+def valid_mask(flow_q_to_p, flow_p_to_q, *, check_motion_boundary: bool = True,
+               thresholds: ValidityThresholds = DEFAULT_THRESHOLDS):
     """``M[p→q]``: the pixels of frame ``q`` whose correspondence in ``p`` can be trusted.
 
     True where ``x + F[q→p](x)`` is inside the frame, the forward–backward check passes
     (:func:`forward_backward_valid`) and, if ``check_motion_boundary``, ``x`` is not on a motion boundary of
-    ``F[q→p]`` (:func:`motion_boundary`). numpy (H, W, 2) flows → (H, W) bool; torch (B, 2, H, W) →
-    (B, 1, H, W) bool (no gradient).
+    ``F[q→p]`` (:func:`motion_boundary`), with the constants of ``thresholds`` (:class:`ValidityThresholds`).
+    numpy (H, W, 2) flows → (H, W) bool; torch (B, 2, H, W) → (B, 1, H, W) bool (no gradient).
     """
     if _is_torch(flow_q_to_p):
         return valid_mask_torch(flow_q_to_p, flow_p_to_q, check_motion_boundary=check_motion_boundary,
-                                fb_alpha=fb_alpha, fb_beta=fb_beta, mb_alpha=mb_alpha, mb_beta=mb_beta)
-    return _valid_mask_np(_Geom(flow_q_to_p, "flow_q_to_p"), flow_p_to_q, check_motion_boundary, fb_alpha,
-                          fb_beta, mb_alpha, mb_beta)
+                                thresholds=thresholds)
+    th = _check_thresholds(thresholds, "valid_mask")
+    return _valid_mask_np(_Geom(flow_q_to_p, "flow_q_to_p"), flow_p_to_q, check_motion_boundary, th)

@@ -22,7 +22,8 @@ from torch import nn
 
 from steadyseg.train.decoder import build_decoder_from_config
 
-__all__ = ["MODEL_FORMAT", "MODEL_KINDS", "save_model", "read_model", "load_model", "build_teacher_from_config"]
+__all__ = ["MODEL_FORMAT", "MODEL_KINDS", "save_model", "read_model", "load_model", "build_teacher_from_config",
+           "torch_load_safe"]
 
 MODEL_FORMAT = "steadyseg-model/1"
 
@@ -56,15 +57,22 @@ def save_model(path: str | os.PathLike, *, kind: str, config: dict[str, Any],
     return Path(path)
 
 
+def torch_load_safe(path: str | os.PathLike, *, what: str, error: type[ValueError] = ValueError) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors naming the file: a missing file
+    raises ``FileNotFoundError`` ("<path>: <what> not found"), anything unloadable raises ``error``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise error(f"{path}: cannot load as a weights-only torch checkpoint ({exc})") from None
+
+
 def read_model(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     """``(kind, config, state_dict)`` of a ``model.pt``, with errors that name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model checkpoint not found")
-    try:
-        rec = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise ValueError(f"{path}: cannot load as a weights-only torch checkpoint ({exc})") from None
+    rec = torch_load_safe(path, what="model checkpoint")
     if not isinstance(rec, dict) or rec.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not a steadyseg model file (expected format {MODEL_FORMAT!r}; a training run "
                          "writes RUN/model.pt — RUN/checkpoints/ hold resumable training states)")

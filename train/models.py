@@ -157,13 +157,10 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> str:
     Loaded with ``torch.load(weights_only=True)``. Raises ``FileNotFoundError`` for a missing file and
     :class:`CheckpointMismatchError` naming the file and the missing/unexpected keys or mismatched shapes.
     """
+    from steadyseg.train.checkpoint import torch_load_safe
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: --init checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise CheckpointMismatchError(f"{path}: cannot load as a weights-only torch checkpoint ({exc})") from None
+    obj = torch_load_safe(path, what="--init checkpoint", error=CheckpointMismatchError)
     sd = _unwrap_state_dict(obj, path)
     own = model.state_dict()
     if set(sd) == set(own):

@@ -51,9 +51,11 @@ def open_run_state(out: str | os.PathLike, cfg: dict[str, Any], given: dict[str,
             raise ValueError(f"{path}: the run folder already holds a training state; "
                              "use --resume to continue it or choose another --out")
         return cfg, None
+    from steadyseg.train.checkpoint import torch_load_safe
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: nothing to resume (no checkpoint in this run folder)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load_safe(path, what="training checkpoint")
     saved = state["config"]
     diff = [f"{k}={cfg[k]!r} (run: {saved.get(k)!r})" for k in sorted(given)
             if k not in free and saved.get(k) != cfg.get(k)]

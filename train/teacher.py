@@ -223,7 +223,7 @@ def _save_plot(path: Path, log_path: Path) -> None:
         ax2.plot(ev_steps, mious, "o-", color="tab:red", label="val mIoU")
         ax2.set_ylabel("validation mIoU")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
+        ax2.legend(loc="center right")
     ax.legend(loc="upper left")
     ax.set_title("teacher training")
     fig.tight_layout()
@@ -282,7 +282,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     """
     from steadyseg.datasets.coco_targets import CocoSemanticTargets
     from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
-    from steadyseg.train.checkpoint import save_model
+    from steadyseg.train.checkpoint import save_model, torch_load_safe
     from steadyseg.train.data import EpochSampler, SegmentationSamples, collate, steps_for
     from steadyseg.train.distributed import cleanup, init_distributed_mode
     from steadyseg.train.models import build_teacher, load_init
@@ -294,17 +294,22 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     if cfg["resume"]:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in this run folder)")
-        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        resume_state = torch_load_safe(ckpt_path, what="training checkpoint")
         saved = resume_state["config"]
         diff = sorted(k for k in set(saved) | set(cfg) if k not in _RESUME_FREE and saved.get(k) != cfg.get(k)
                       and k in kwargs)
         if diff:
             raise ValueError(f"{ckpt_path}: --resume with settings that differ from the run's: "
                              + ", ".join(f"{k}={cfg[k]!r} (run: {saved.get(k)!r})" for k in diff))
+        data = {"annotations": str(Path(annotations).resolve()), "images": str(Path(images).resolve())}
+        moved = [k for k, v in data.items() if resume_state.get("data", data)[k] != v]
+        if moved:
+            raise ValueError(f"{ckpt_path}: --resume with other {' and '.join(moved)} than the run's "
+                             f"({', '.join(resume_state['data'][k] for k in moved)})")
         cfg = {**saved, **{k: cfg[k] for k in _RESUME_FREE}}
     elif ckpt_path.exists():
         raise ValueError(f"{ckpt_path}: the run folder already holds a training state; "
-                              "use --resume to continue it or choose another --out")
+                         "use --resume to continue it or choose another --out")
 
     dist_info = init_distributed_mode(cfg["device"])
     device = dist_info.device
@@ -398,7 +403,8 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
                 state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "step": step, "total_steps": total_steps,
                          "epoch": step // per_epoch, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
-                         "rng": rng, "config": cfg}
+                         "rng": rng, "config": cfg, "data": {"annotations": str(Path(annotations).resolve()),
+                                                             "images": str(Path(images).resolve())}}
                 with atomic_path(ckpt_path) as tmp:
                     torch.save(state, tmp)
 

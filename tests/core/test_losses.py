@@ -80,7 +80,8 @@ def test_agrees_with_measure_on_hard_labels():
     flows = _pan_flows(1, 2, h, w, dx=2.0)
     loss = consistency_loss(_onehot(lab, 3)[None], flows, pairs=[(0, 1)], check_motion_boundary=True)
     e, n = direction_inconsistency(lab[0].astype(np.uint8), lab[1].astype(np.uint8),
-                                   flows[0, 1, 0].permute(1, 2, 0).numpy(), flows[0, 0, 1].permute(1, 2, 0).numpy())
+                                   flow_q_to_p=flows[0, 1, 0].permute(1, 2, 0).numpy(),
+                                   flow_p_to_q=flows[0, 0, 1].permute(1, 2, 0).numpy())
     assert loss["consistency"].item() == pytest.approx(e)
     assert n == h * (w - 2)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from steadyseg import manifest as mf
+from steadyseg import manifest_cli
 from steadyseg.datasets.synthetic import make_synthetic_coco
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,13 +88,25 @@ def test_run_a_manifest_end_to_end(tmp_path, monkeypatch, capsys):
     job = mf.load_manifest(path)
     assert job.spec["source"]["images"] == str(tmp_path / "jobs" / "data" / "images")  # relative to the manifest
     parser = argparse.ArgumentParser()
-    mf.add_arguments(parser)
-    assert mf.main(parser.parse_args([str(path), "--dry-run"])) == 0
+    manifest_cli.add_arguments(parser)
+    assert manifest_cli.main(parser.parse_args([str(path), "--dry-run"])) == 0
     assert "kind: refine-coco" in capsys.readouterr().out and not (tmp_path / "results").exists()
-    assert mf.main(parser.parse_args([str(path), "--no-progress"])) == 0
+    assert manifest_cli.main(parser.parse_args([str(path), "--no-progress"])) == 0
     out = tmp_path / "results" / "variant"
     run = json.loads((out / "run.json").read_text())
     assert run["refiner"]["name"] == "identity" and run["parameters"]["shard_size"] == 1
     assert (out / "instances.json").is_file() and (out / "manifest.yaml").is_file()
-    assert mf.main(parser.parse_args([str(path), "--no-progress", "--resume"])) == 0  # all shards done
+    assert manifest_cli.main(parser.parse_args([str(path), "--no-progress", "--resume"])) == 0  # all shards done
     assert json.loads((out / "run.json").read_text())["counts"]["shards_resumed"] == 2
+
+
+def test_refiner_choices_come_from_the_registry(tmp_path, monkeypatch):
+    """The schema holds no copy of the refiner names: a refiner registered in REFINERS is accepted."""
+    from steadyseg.refine import refiners
+
+    path = _write(tmp_path / "m.yaml", BASE.replace("  name: identity", "  name: my-refiner"))
+    with pytest.raises(mf.ManifestError, match=r"key 'refiner.name' must be one of \['guided', 'cascadepsp', "
+                                               r"'identity'\], got 'my-refiner'"):
+        mf.load_manifest(path)
+    monkeypatch.setitem(refiners.REFINERS, "my-refiner", refiners.REFINERS["identity"])
+    assert mf.load_manifest(path).spec["refiner"]["name"] == "my-refiner"

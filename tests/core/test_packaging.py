@@ -45,6 +45,20 @@ def test_every_subcommand_is_registered_and_has_help(capsys):
     assert "measure" in capsys.readouterr().out
 
 
+def test_every_subcommand_module_follows_the_cli_convention():
+    """Each subcommand lives in a module whose name ends in ``cli`` (``<thing>_cli`` or ``<stage>.cli``) and that
+    exposes ``add_arguments(parser)`` and ``main(args)``; the library modules hold the logic."""
+    for name, (module_name, _help) in SUBCOMMANDS.items():
+        assert module_name.rsplit(".", 1)[-1].endswith("cli"), f"{name}: module {module_name} does not end in 'cli'"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # an optional extra (fiftyone, dask) that is not installed
+            assert exc.name != module_name, f"{name}: no module {module_name}"
+            continue
+        for func in ("add_arguments", "main"):
+            assert callable(getattr(module, func, None)), f"{module_name} has no {func}()"
+
+
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out

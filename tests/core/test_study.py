@@ -1,4 +1,5 @@
-"""Tests of the user-study protocol tool (``steadyseg.study``): corruptions, grid, rating analysis, CLI, real data."""
+"""Tests of the user-study protocol tool (``steadyseg.study`` package): corruptions, grid, rating analysis, CLI, real
+data."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from steadyseg import study
+from steadyseg.study import cli as study_cli
 
 
 def cli_main(argv):
@@ -20,8 +22,8 @@ def cli_main(argv):
     parser = argparse.ArgumentParser(prog="steadyseg")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("study")
-    study.add_arguments(p)
-    p.set_defaults(func=study.main)
+    study_cli.add_arguments(p)
+    p.set_defaults(func=study_cli.main)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -98,6 +100,22 @@ def test_displacement_zero_is_identity_and_advances_rng_the_same():
     np.testing.assert_array_equal(out, m)
     study.piecewise_affine_displacement(m, 4, r1)
     assert r0.uniform() == r1.uniform()
+
+
+def test_one_lattice_reused_gives_the_fields_of_fresh_ones():
+    """make_grid builds one DisplacementLattice and reuses it (explicit; no hidden cache): same fields as building
+    one per frame, and a lattice of another size is refused."""
+    lattice = study.DisplacementLattice(40, 50, (2, 3))
+    assert lattice.index.shape == (40 * 50, 3) and not lattice.weights.flags.writeable
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        np.testing.assert_array_equal(lattice.field(4.0, a), study.displacement_field(40, 50, 4.0, b, grid=(2, 3)))
+    m = _square(h=40, w=50, top=10, left=10, size=20)
+    a, b = np.random.default_rng(6), np.random.default_rng(6)
+    np.testing.assert_array_equal(study.piecewise_affine_displacement(m, 3.0, a, lattice=lattice),
+                                  study.piecewise_affine_displacement(m, 3.0, b, grid=(2, 3)))
+    with pytest.raises(ValueError, match="lattice is for 30x50"):
+        study.piecewise_affine_displacement(m, 3.0, a, lattice=study.DisplacementLattice(30, 50, 2))
 
 
 def test_displacement_field_is_piecewise_affine_bounded_and_continuous():
@@ -272,6 +290,17 @@ def test_cli_make_grid_and_analyze(tmp_path):
     assert set(np.unique(written)) == {0, 255}  # same format as the input (DAVIS {0,255})
     clean = cv2.imread(str(out / "acc0_cons0" / "00003.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(clean, cv2.imread(str(masks / "00003.png"), cv2.IMREAD_UNCHANGED))
+
+    # the library call behind the command, with the measures of every cell: one normaliser, the clean masks'
+    write = study.write_grid(frames, masks, tmp_path / "measured", seed=2, max_frames=4, erosion_levels=(0, 3, 6),
+                             measure=True, flow_cache=tmp_path / "flow", progress=False)
+    assert {k: v for k, v in write.items() if k not in ("measures", "measures_axes", "videos")} == \
+        {**{k: v for k, v in grid.items() if k != "videos"}, "masks": str(masks), "frames": str(frames)}
+    lines = (tmp_path / "measured" / "measures.csv").read_text().splitlines()
+    assert lines[0] == "video,E_cons,E_raw,E_smooth" and len(lines) == 10
+    assert write["measures"]["acc0_cons0"]["E_raw"] < write["measures"]["acc0_cons2"]["E_raw"]
+    axes = json.loads((tmp_path / "measured" / "measures_axes.json").read_text())
+    assert set(axes) == set(write["measures_axes"]) == {"E_cons", "E_raw", "E_smooth"}
 
     # analyze: ratings CSV + measures CSV + the grid
     rows, measures, _ = _synthetic_study()

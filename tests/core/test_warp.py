@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from steadyseg.warp import (backward_warp, backward_warp_torch, forward_backward_valid, motion_boundary,
-                            out_of_frame, valid_mask, warp_and_valid)
+from steadyseg.warp import (DEFAULT_THRESHOLDS, ValidityThresholds, backward_warp, backward_warp_torch,
+                            forward_backward_valid, motion_boundary, out_of_frame, valid_mask, warp_and_valid)
 
 
 def _const_flow(h, w, dx, dy):
@@ -112,6 +112,27 @@ def test_fb_threshold_closed_form():
     ramp[..., 0] = 0.05 * np.arange(w)   # g² = 0.0025 > 0.01|F|² + 0.002 where |F|² < 0.05 → u < 0.2236
     mb = motion_boundary(ramp)
     assert mb[4, 1] and mb[4, 4] and not mb[4, 5]   # u = 0.05, 0.2 flagged; 0.25 is not
+
+
+def test_validity_thresholds_are_one_value_used_by_numpy_and_torch():
+    assert DEFAULT_THRESHOLDS == ValidityThresholds(fb_alpha=0.01, fb_beta=0.5, mb_alpha=0.01, mb_beta=0.002)
+    with pytest.raises(AttributeError):
+        DEFAULT_THRESHOLDS.fb_beta = 1.0  # frozen
+    with pytest.raises(ValueError, match="fb_beta"):
+        ValidityThresholds(fb_beta=-1.0)
+    h, w = 8, 8
+    a, b = _const_flow(h, w, 0.0, 0.0), _const_flow(h, w, 0.72, 0)
+    loose = ValidityThresholds(fb_beta=0.6)  # 0.5184 < 0.005184 + 0.6
+    assert not forward_backward_valid(a, b).any() and forward_backward_valid(a, b, thresholds=loose).all()
+    assert forward_backward_valid(_t(a), _t(b), thresholds=loose).all()
+    ramp = np.zeros((h, w, 2), np.float32)
+    ramp[..., 0] = 0.05 * np.arange(w)
+    flat = ValidityThresholds(mb_beta=0.003)  # g² = 0.0025 < 0.003: no motion boundary anywhere
+    assert motion_boundary(ramp).any() and not motion_boundary(ramp, thresholds=flat).any()
+    assert not motion_boundary(_t(ramp), thresholds=flat).any()
+    assert np.array_equal(valid_mask(a, b, thresholds=loose), valid_mask(_t(a), _t(b), thresholds=loose)[0, 0].numpy())
+    with pytest.raises(TypeError, match="ValidityThresholds"):
+        valid_mask(a, b, thresholds={"fb_beta": 0.6})
 
 
 def test_numpy_and_torch_agree_on_random_flow():

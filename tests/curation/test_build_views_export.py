@@ -171,3 +171,67 @@ def test_cli_views_rethreshold(fo_env, synthetic_pair, dataset_name, capsys):
     assert ds.load_saved_view("changed_masks").values("refined.detections.coco_id", unwind=True) == [21]
     assert ds.info["steadyseg"]["views"]["change_threshold"] == 0.5
     assert main(["curate", "export", "no-such-dataset", "--out", "x.json"]) == 1  # clear error, no traceback
+
+
+def test_layout_check_passes_on_the_installed_fiftyone(fo_env, dataset_name):
+    """The raw writer's runtime check accepts the installed FiftyOne (the version pyproject.toml allows)."""
+    from importlib.metadata import version
+
+    from steadyseg.curation import build as B
+
+    ds = fo_env.Dataset(dataset_name)
+    ds.media_type = "image"
+    B.declare_schema(ds)
+    assert B.raw_writer_problem(ds) is None
+    lo, hi = B.RAW_WRITER_TESTED_FIFTYONE
+    major, minor = (int(v) for v in version("fiftyone").split(".")[:2])
+    assert lo <= (major, minor) < hi
+
+
+def test_layout_check_names_the_version_and_the_differing_keys(fo_env, dataset_name, monkeypatch):
+    from steadyseg.curation import build as B
+
+    ds = fo_env.Dataset(dataset_name)
+    ds.media_type = "image"
+    B.declare_schema(ds)
+    monkeypatch.setattr(B, "RAW_WRITER_TESTED_FIFTYONE", ((0, 1), (0, 2)))
+    assert "outside the versions the raw writer was tested on (>=0.1,<0.2)" in B.raw_writer_problem(ds)
+    monkeypatch.undo()
+    real = B._payload_to_doc
+    monkeypatch.setattr(B, "_payload_to_doc", lambda p, tags: {**real(p, tags), "surprise": 1})
+    assert "only ours ['surprise']" in B.raw_writer_problem(ds)
+
+
+def test_failed_layout_check_falls_back_to_the_public_writer(fo_env, synthetic_pair, dataset_name, monkeypatch):
+    """A failing check gives a warning, the public writer, and the same dataset content as the raw writer."""
+    from steadyseg.curation import build as B
+
+    p = synthetic_pair
+    raw_ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name + "-raw",
+                                    progress=False, save_views=False, persistent=False)
+    assert raw_ds.info["steadyseg"]["ingest"]["writer"] == "raw"
+    assert raw_ds.info["steadyseg"]["ingest"]["writer_fallback"] is None
+
+    monkeypatch.setattr(B, "raw_writer_problem", lambda dataset: "simulated layout change")
+    used = []
+    real_insert = B._insert
+    monkeypatch.setattr(B, "_insert", lambda ds, items, tags, *, writer: (used.append(writer),
+                                                                          real_insert(ds, items, tags, writer=writer)))
+    with pytest.warns(RuntimeWarning, match=r"not using the fast raw writer \(simulated layout change\); "
+                                            r"falling back to FiftyOne's public writer"):
+        fb_ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name + "-fallback",
+                                       progress=False, save_views=False, persistent=False)
+    assert used and set(used) == {"fiftyone"}
+    ingest = fb_ds.info["steadyseg"]["ingest"]
+    assert ingest["writer"] == "fiftyone" and ingest["writer_fallback"] == "simulated layout change"
+    fields = ["coco_image_id", "filepath", "n_original", "n_refined", "n_changed", "mean_iou", "min_boundary_f",
+              "ground_truth.detections.coco_id", "ground_truth.detections.removed",
+              "ground_truth.detections.vanished", "refined.detections.coco_id", "refined.detections.iou",
+              "refined.detections.area_ratio", "refined.detections.guard", "refined.detections.bounding_box"]
+    for field in fields:
+        assert fb_ds.sort_by("coco_image_id").values(field) == raw_ds.sort_by("coco_image_id").values(field), field
+    fb_labels, raw_labels = _labels(fb_ds, "refined"), _labels(raw_ds, "refined")
+    assert fb_labels.keys() == raw_labels.keys()
+    for coco_id, (det, _, _) in fb_labels.items():
+        assert np.array_equal(det.mask, raw_labels[coco_id][0].mask), coco_id
+    fo_env.delete_datasets(dataset_name + "-*")

@@ -1,4 +1,4 @@
-"""The README workflow on the real 80-image COCO sample, through the command line:
+"""The curation workflow of docs/curate.md on the real 80-image COCO sample, through the command line:
 refine-coco (guided) -> curate build -> curate tag -> curate export -> pycocotools reads the curated file."""
 
 from __future__ import annotations

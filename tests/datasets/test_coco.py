@@ -108,3 +108,33 @@ def test_cocoeval_identity_is_perfect():
     assert stats["AP"] == pytest.approx(1.0)
     api = coco.coco_api(data)
     assert np.array_equal(api.annToMask(api.anns[2]).astype(bool), m2)
+
+
+def test_geometry_helpers_agree_with_full_decoding():
+    """crop_to_rle equals mask_to_rle of the pasted crop; annotation_mask_in_box equals the full mask cut."""
+    h, w = 40, 50
+    donut = _donut(h, w)
+    crop = donut[8:33, 12:39]
+    pasted = np.zeros((h, w), bool)
+    pasted[8:33, 12:39] = crop
+    assert coco.crop_to_rle(crop, h, w, 12, 8) == coco.mask_to_rle(pasted)
+    assert coco.crop_to_rle(np.ones((3, 4), bool), h, w, 0, 0) == coco.mask_to_rle(np.pad(np.ones((3, 4), bool),
+                                                                                       ((0, h - 3), (0, w - 4))))
+    ann = {"id": 1, "segmentation": [[10.3, 5.0, 30.0, 5.0, 30.0, 20.7, 10.3, 20.7]]}
+    box = coco.polygon_pixel_box(ann["segmentation"], h, w, where="annotation 1")
+    assert box == (9, 4, 32, 23)  # floor(x) - 1, floor(y) - 1, ceil(x) + 2, ceil(y) + 2
+    full = coco.annotation_to_mask(ann, h, w)
+    np.testing.assert_array_equal(coco.annotation_mask_in_box(ann, h, w, box), full[4:23, 9:32])
+    assert full[4:23, 9:32].sum() == full.sum()  # the box holds every pixel
+    rle_ann = {"id": 2, "segmentation": coco.mask_to_rle(donut)}
+    np.testing.assert_array_equal(coco.annotation_mask_in_box(rle_ann, h, w, (5, 6, 30, 20)), donut[6:20, 5:30])
+    with pytest.raises(coco.CocoFormatError, match="annotation 1: polygon lies outside"):
+        coco.polygon_pixel_box([[60.0, 50.0, 70.0, 50.0, 70.0, 60.0]], h, w, where="annotation 1")
+
+
+@pytest.mark.parametrize("bbox,match", [([1, 2, 3], "4 finite numbers"), ([0, 0, -1, 5], "negative size"),
+                                        ([60, 0, 5, 5], "outside the image"), ([0, float("nan"), 1, 1], "finite")])
+def test_check_bbox_names_the_annotation(bbox, match):
+    with pytest.raises(coco.CocoFormatError, match=f"annotation 7: .*{match}"):
+        coco.check_bbox({"bbox": bbox}, 40, 50, where="annotation 7")
+    coco.check_bbox({}, 40, 50, where="annotation 7")  # no box: nothing to check

@@ -62,6 +62,36 @@ def test_void_and_label_png(tmp_path):
         open_masks(tmp_path, reading="davis2016-binary")[0]
 
 
+def test_max_frames_and_num_classes_are_opening_arguments(tmp_path):
+    labs = [np.full((2, 3), t, dtype=np.uint8) for t in range(5)]   # frame t holds label t everywhere
+    for t, lab in enumerate(labs):
+        Image.fromarray(lab, mode="L").save(tmp_path / f"{t:05d}.png")
+    full = open_masks(tmp_path)
+    head = open_masks(tmp_path, max_frames=3)
+    assert len(full) == 5 and len(head) == 3 and head.names == ["00000", "00001", "00002"]
+    assert head.reading == full.reading == "label-png"
+    np.testing.assert_array_equal(head[-1], labs[2])
+    with pytest.raises(IndexError):
+        head[3]
+    assert full.class_count() == 5 and head.class_count() == 3  # max label of the kept masks + 1
+    assert len(open_masks(tmp_path, max_frames=99)) == 5
+    with pytest.raises(ValueError, match="max_frames must be >= 1"):
+        open_masks(tmp_path, max_frames=0)
+    # num_classes is read-only: set it at opening or take a copy with it
+    with pytest.raises(AttributeError):
+        head.num_classes = 4
+    four = head.with_num_classes(4)
+    assert head.num_classes is None and four.num_classes == 4 and four.probs(1).shape == (4, 2, 3)
+    np.testing.assert_array_equal(four[2], head[2])
+    soft = np.zeros((4, 2, 2, 3), np.float32)
+    soft[:, 0] = 1.0
+    np.save(tmp_path.parent / "soft.npy", soft)
+    s = open_masks(tmp_path.parent / "soft.npy", max_frames=2)
+    assert len(s) == 2 and s.num_classes == 2 and s.probs(1).shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="2 channels"):
+        s.with_num_classes(3)
+
+
 def test_onehot_function():
     lab = np.array([[0, 2], [255, 1]])
     oh = labels_to_onehot(lab, 3)

@@ -8,20 +8,21 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from steadyseg.refine.cascadepsp import (
+from steadyseg.refine.cascadepsp.network import (
     OFFICIAL_NUM_KEYS,
     OFFICIAL_NUM_PARAMETERS,
     CascadePSPCheckpointError,
     CascadePSPNet,
-    build_cascadepsp,
+    build_cascadepsp_net,
     check_state_dict,
     count_parameters,
     normalize_state_dict,
     to_official_state_dict,
 )
 
-# sha256 of the official key list "name (shape)" one per line, in checkpoint order
-# (computed from /work/shared/design/cascadepsp_state_dict.txt, the official checkpoint's keys without "module.").
+# sha256 of the official checkpoint's key list, keys without their "module." prefix, in checkpoint order, one line
+# per entry: f"{key} {tuple(shape)}" (e.g. "feats.conv1.weight (64, 6, 7, 7)"), lines joined by "\n" with no
+# trailing newline; it was computed from the official release (hkchengrex/CascadePSP v1.0 "model").
 OFFICIAL_KEYS_SHA256 = "556bfc25eddf7e834fb6add86d238babf8edfdabf7799b28e92105fbe34b718f"
 
 # Golden forward: torch.manual_seed(0) init, input from Generator seed 1, eval mode; (mean, std, value at [5, 7]).
@@ -38,7 +39,7 @@ GOLDEN = {
 @pytest.fixture(scope="module")
 def model() -> CascadePSPNet:
     torch.manual_seed(0)
-    return build_cascadepsp().eval()
+    return build_cascadepsp_net().eval()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_forward_input_checks(model):
 
 def test_gradients_flow(model):
     """forward is not decorated with no_grad: a loss on pred_224 reaches the first conv."""
-    m = build_cascadepsp().train()
+    m = build_cascadepsp_net().train()
     x = torch.randn(2, 3, 16, 16)
     seg = torch.ones(2, 1, 16, 16)
     m(x, seg)["out_224"].mean().backward()
@@ -115,7 +116,7 @@ def test_gradients_flow(model):
 def test_official_checkpoint_loads_strictly(model, official_file):
     raw = torch.load(official_file, weights_only=True)
     assert len(raw) == 426 and all(k.startswith("module.") for k in raw)
-    loaded = build_cascadepsp(official_file)
+    loaded = build_cascadepsp_net(official_file)
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
 
@@ -135,7 +136,7 @@ def test_wrong_or_missing_key_named_in_error(model, official_file, tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save(raw, bad)
     with pytest.raises(CascadePSPCheckpointError) as err:
-        build_cascadepsp(bad)
+        build_cascadepsp_net(bad)
     msg = str(err.value)
     assert str(bad) in msg and "missing keys: final_21.weight" in msg and "final_21.weight_typo" in msg
 
@@ -156,11 +157,11 @@ def test_prefix_stripped_only_when_on_every_key(model):
 
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
-        build_cascadepsp(tmp_path / "nope.pth")
+        build_cascadepsp_net(tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CascadePSPCheckpointError, match="junk.pth"):
-        build_cascadepsp(junk)
+        build_cascadepsp_net(junk)
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CascadePSPCheckpointError, match="not a CascadePSP checkpoint"):
-        build_cascadepsp(tmp_path / "list.pth")
+        build_cascadepsp_net(tmp_path / "list.pth")

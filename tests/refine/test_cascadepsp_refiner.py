@@ -1,4 +1,7 @@
-"""CascadePSPRefiner: global and local steps, checkpoint handling, input checks, patch planning."""
+"""CascadePSPRefiner: global and local steps, determinism, checkpoint handling, input checks, patch planning.
+
+A seeded random-init network checks plumbing and hand-checkable properties only; parity with the official
+weights and outputs is not checked here."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
-from steadyseg.refine.cascadepsp_refiner import CascadePSPRefiner, plan_patches
+from steadyseg.refine.cascadepsp.network import build_cascadepsp_net, to_official_state_dict
+from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner, plan_patches
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +18,7 @@ def cascadepsp_checkpoint(tmp_path_factory):
     """A random-init checkpoint in the official layout, saved once per test session (~270 MB in tmp)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("cascadepsp") / "model"
-    torch.save(to_official_state_dict(build_cascadepsp()), path)
+    torch.save(to_official_state_dict(build_cascadepsp_net()), path)
     return path
 
 
@@ -119,3 +122,29 @@ def test_plan_patches_hand_computed():
     assert len(patches) == 15
     # 2000 x 1500 at L=900: step 418, x starts {0,418,836,1100}, y {0,418,600} -> 12 patches.
     assert len(plan_patches(1500, 2000, 900)) == 12
+
+
+def test_repeated_calls_give_identical_maps(refiner, sample):
+    """Inference is deterministic: the same input gives the same bits, in both modes (seeded random network)."""
+    image, mask = sample[0][:72, :96].copy(), sample[1][:72, :96].copy()
+    for fast in (True, False):
+        a = refiner.refine(image, mask, fast=fast, L=96)
+        b = refiner.refine(image, mask, fast=fast, L=96)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_full_mode_without_patches_is_the_binarised_global_step(refiner, sample):
+    """Fast and full mode share the global step. With the crop's longest side equal to ``L`` neither resizes, and
+    when the skip rule refines no local patch, full mode returns exactly the global map thresholded at 0.5."""
+    image, mask = sample[0][:72, :96].copy(), sample[1][:72, :96].copy()
+    fast = refiner.refine(image, mask, fast=True, L=96)
+    n_pixels = 72 * 96  # every patch covers the whole crop; no foreground fraction k / n_pixels equals 0.5 / n_pixels
+    no_patch = CascadePSPRefiner(model=refiner.model, skip_low=0.5 / n_pixels, skip_high=0.5 / n_pixels)
+    full = no_patch.refine(image, mask, fast=False, L=96)
+    assert no_patch.last_stats["patches_planned"] >= 1 and no_patch.last_stats["patches_refined"] == 0
+    np.testing.assert_array_equal(full, (fast > 0.5).astype(np.float32))
+    # With every patch refined, the local step changes the map (the patches are not the global result).
+    every = CascadePSPRefiner(model=refiner.model, skip_low=0.0, skip_high=1.0)
+    refined = every.refine(image, mask, fast=False, L=96)
+    assert every.last_stats["patches_refined"] == every.last_stats["patches_planned"] >= 1
+    assert not np.array_equal(refined, full)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from steadyseg.refine.cascadepsp import CHECKPOINT_FORMAT, build_cascadepsp
-from steadyseg.refine.cascadepsp_train import (
+from steadyseg.refine.cascadepsp.network import CHECKPOINT_FORMAT, build_cascadepsp_net
+from steadyseg.refine.cascadepsp.training import (
     CascadePSPLoss,
     RefineTrainDataset,
     cascadepsp_loss,
@@ -126,7 +126,7 @@ def test_tiny_training_loss_goes_down_and_resumes(pair_folder, tmp_path):
     assert hist[-1]["lr"] == pytest.approx(2.25e-4 * 0.01)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["format"] == CHECKPOINT_FORMAT and state["iteration"] == n
-    model = build_cascadepsp(out / "checkpoint.pt")  # our format loads with the same builder
+    model = build_cascadepsp_net(out / "checkpoint.pt")  # our format loads with the same builder
     assert torch.equal(model.final_21.weight, state["model"]["final_21.weight"])
     more = train_cascadepsp(samples, out, iterations=n + 1, batch_size=2, crop=32, seed=0, resume=True,
                             milestones=(0.8, 0.9), progress=False)

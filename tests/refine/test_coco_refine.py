@@ -13,9 +13,9 @@ import pytest
 from steadyseg import files
 from steadyseg.datasets import coco as coco_io
 from steadyseg.datasets.synthetic import make_synthetic_coco
-from steadyseg.refine import coco_cli
-from steadyseg.refine.coco_refine import refine_coco
-from steadyseg.refine.refine_eval import compare_coco
+from steadyseg.refine.coco import cli as coco_cli
+from steadyseg.refine.coco import refine_coco
+from steadyseg.refine.coco.evaluation import compare_coco
 from steadyseg.refine.refiners import REFINERS, IdentityRefiner
 
 
@@ -81,7 +81,7 @@ _BUDGET: dict[str, int | None] = {"calls_left": None}
 
 
 class _KillableIdentity(IdentityRefiner):
-    def refine(self, image, mask, **kw):
+    def refine(self, image, mask):
         if _BUDGET["calls_left"] is not None:
             if _BUDGET["calls_left"] <= 0:
                 raise Killed()
@@ -113,12 +113,12 @@ def test_resume_after_a_kill_gives_identical_bytes(synth, tmp_path, monkeypatch)
 
 
 class _Vanish(IdentityRefiner):
-    def refine(self, image, mask, **kw):
+    def refine(self, image, mask):
         return np.zeros(mask.shape, np.float32)
 
 
 class _Shrink(IdentityRefiner):
-    def refine(self, image, mask, **kw):
+    def refine(self, image, mask):
         out = np.zeros(mask.shape, np.float32)
         rows = np.flatnonzero(mask.any(1))
         out[rows[0]] = mask[rows[0]]  # keep one row of the object: a tiny fraction of its area
@@ -246,15 +246,15 @@ def test_refine_coco_with_cascadepsp(tmp_path):
     """The real CascadePSP network (random weights, official checkpoint format) end to end on one small image."""
     import torch
 
-    from steadyseg.refine.cascadepsp import build_cascadepsp, to_official_state_dict
+    from steadyseg.refine.cascadepsp.network import build_cascadepsp_net, to_official_state_dict
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random-cascadepsp.pth"
-    torch.save(to_official_state_dict(build_cascadepsp()), ckpt)
+    torch.save(to_official_state_dict(build_cascadepsp_net()), ckpt)
     syn = make_synthetic_coco(tmp_path / "one", num_images=1, height=48, width=64, seed=1)
     data = coco_io.load_coco_json(syn["instances"])
     first = next(a for a in data["annotations"] if not a["iscrowd"])
-    data["annotations"] = [a for a in data["annotations"] if a is first or a["iscrowd"]]  # one crop: ~3 s on CPU
+    data["annotations"] = [a for a in data["annotations"] if a is first or a["iscrowd"]]  # one crop only
     (tmp_path / "one.json").write_text(json.dumps(data))
     syn = {**syn, "instances": tmp_path / "one.json"}
     record = refine_coco(syn["instances"], syn["images"], tmp_path / "o", refiner="cascadepsp", checkpoint=ckpt,

@@ -8,7 +8,8 @@ import pytest
 import cv2
 
 from steadyseg.refine import confidence_weights, guided_filter
-from steadyseg.refine.guided_filter import GuidedFilter3d, box_mean, box_mean_3d, guided_filter_3d, schlick_bias
+from steadyseg.refine.postprocess.guided_filter import (GuidedFilter3d, box_mean, box_mean_3d, guided_filter_3d,
+                                                        schlick_bias)
 
 
 def _smooth_random(rng, shape, sigma=1.5):
@@ -136,7 +137,7 @@ def test_matches_bruteforce_reference_2d_colour():
 def test_matches_opencv_contrib_ximgproc():
     if not hasattr(cv2, "ximgproc"):
         pytest.fail("cv2.ximgproc is missing: the test environment needs opencv-contrib-python-headless of the same "
-                    "version as opencv-python-headless (see docs/postprocess.md; `make venv` installs it)")
+                    "version as opencv-python-headless (`make venv` installs it)")
     rng = np.random.default_rng(4)
     guide = _smooth_random(rng, (96, 128))
     src = (_smooth_random(rng, (96, 128), sigma=4.0) > 0.5).astype(np.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from steadyseg.refine.guided_refiner import GuidedRefiner, guided_refine
-from steadyseg.refine.refiners import (REFINERS, CascadePSPCropRefiner, IdentityRefiner, Refiner, build_refiner,
+from steadyseg.refine.refiners import (REFINERS, AdaptiveCascadePSPRefiner, IdentityRefiner, Refiner, build_refiner,
                                        choose_L)
 
 
@@ -94,10 +94,10 @@ def test_choose_L_policy():
         choose_L(0, 10)
 
 
-def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
+def test_adaptive_cascadepsp_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
     """The wrapper's plumbing (L policy, output conversion) with a recording stand-in for the network; the real
     network runs end to end in tests/refine/test_coco_refine.py::test_refine_coco_with_cascadepsp."""
-    import steadyseg.refine.cascadepsp_refiner as cpr
+    import steadyseg.refine.cascadepsp.refiner as cpr
 
     calls = []
 
@@ -111,7 +111,7 @@ def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cpr, "CascadePSPRefiner", Recorder)
     refiner = build_refiner("cascadepsp", checkpoint=tmp_path / "w.pth", l_max=900, l_min=224, max_upscale=2.0)
-    assert isinstance(refiner, CascadePSPCropRefiner)
+    assert isinstance(refiner, AdaptiveCascadePSPRefiner)
     image, true = _scene(h=150, w=300)
     out = refiner.refine(image, true)
     np.testing.assert_array_equal(out, true.astype(np.float32))
@@ -119,4 +119,34 @@ def test_cascadepsp_crop_refiner_chooses_L_per_crop(monkeypatch, tmp_path):
     refiner.refine(image, true, L=900, fast=True)
     assert calls == [((150, 300), False, 600), ((40, 30), False, 224), ((150, 300), True, 900)]
     with pytest.raises(ValueError, match="checkpoint"):
-        CascadePSPCropRefiner(checkpoint=None)
+        AdaptiveCascadePSPRefiner(checkpoint=None)
+
+
+def test_refine_takes_no_stray_keywords():
+    """A misspelled keyword is an error, not silently dropped (``Refiner.refine(image, mask)`` has no ``**kw``)."""
+    image, true = _scene()
+    for refiner in (GuidedRefiner(), IdentityRefiner()):
+        with pytest.raises(TypeError):
+            refiner.refine(image, true, raduis=3)
+
+
+def test_refine_on_crop_crops_thresholds_and_pastes():
+    from steadyseg.refine.refiners import crop_box, refine_on_crop
+
+    image, true = _scene()
+    res = refine_on_crop(IdentityRefiner(), image, true)
+    rows, cols = np.flatnonzero(true.any(1)), np.flatnonzero(true.any(0))
+    assert res.box == crop_box((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1), *true.shape)
+    np.testing.assert_array_equal(res.paste(*true.shape), true)
+    # A mask given inside a region at ``origin`` gives the same crop as the full-image mask.
+    x0, y0 = 20, 10
+    inner = refine_on_crop(IdentityRefiner(), image, true[y0:, x0:], origin=(x0, y0))
+    assert inner.box == res.box and np.array_equal(inner.refined, res.refined)
+    assert refine_on_crop(IdentityRefiner(), image, np.zeros_like(true)) is None
+
+    class Broken:
+        def refine(self, image, mask):
+            return np.full(mask.shape, np.nan, np.float32)
+
+    with pytest.raises(ValueError, match=r"mask 7: refiner 'broken' returned non-finite"):
+        refine_on_crop(Broken(), image, true, where="mask 7", refiner_name="broken")

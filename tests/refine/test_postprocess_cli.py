@@ -9,7 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from steadyseg.refine import postprocess_cli
+from steadyseg.refine.postprocess import cli as postprocess_cli
+from steadyseg.refine.postprocess.video_filter import filter_probabilities
 
 T, H, W = 7, 24, 32
 FLICKER = 3  # the frame whose mask flickers
@@ -24,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
 def _run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     return args.func(args)
+
+
+def _true_flow(p: int, q: int) -> np.ndarray:
+    """Flow p → q of the synthetic scene, (H, W, 2) float32 (dx, dy) in pixels: the square moves q - p px right."""
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[6:18, 6 + p:18 + p, 0] = q - p
+    return flow
 
 
 def _scene(rng):
@@ -73,6 +81,12 @@ def test_wgf_davis_binary_format_removes_flicker(scene):
     inter = ((res[FLICKER] == 255) & (truth == 1)).sum()
     union = ((res[FLICKER] == 255) | (truth == 1)).sum()
     assert inter / union > 0.8  # the object is kept
+    # The filter makes the video more consistent: the raw flow inconsistency (true flow of the scene) falls.
+    from steadyseg.measures import inconsistency
+
+    e_in = inconsistency([m.astype(np.int32) for m in masks], _true_flow, window=2).e_raw
+    e_out = inconsistency([(r == 255).astype(np.int32) for r in res], _true_flow, window=2).e_raw
+    assert e_out < 0.5 * e_in, (e_in, e_out)
     cfg = yaml.safe_load((out / "config.yaml").read_text())["config"]
     assert cfg["method"] == "wgf" and cfg["params"]["radius"] == 2 and cfg["params"]["temporal_radius"] == 1
     assert cfg["params"]["eps"] == 0.01 and cfg["params"]["guide"] == "color" and cfg["reading"] == "davis2016-binary"
@@ -119,7 +133,7 @@ def test_wgf_and_gauss_on_probabilities(scene):
 
 
 def test_gauss_matches_library(scene):
-    from steadyseg.refine.temporal_smoothing import temporal_gaussian
+    from steadyseg.refine.postprocess.temporal_smoothing import temporal_gaussian
 
     tmp, fdir, masks = scene
     mdir = tmp / "lab"
@@ -143,14 +157,14 @@ def test_errors(scene, tmp_path):
     with pytest.raises(ValueError, match="choose a method"):
         _run([])
     with pytest.raises(ValueError, match="unknown wgf parameter"):
-        list(postprocess_cli.filter_probabilities(iter([]), method="wgf", frames=[], sigma=1.0))
+        list(filter_probabilities(iter([]), method="wgf", frames=[], sigma=1.0))
 
 
 def test_through_console_script(scene, capsys):
     from steadyseg.cli import SUBCOMMANDS
     from steadyseg.cli import main as cli_main
 
-    assert SUBCOMMANDS["postprocess"][0] == "steadyseg.refine.postprocess_cli"
+    assert SUBCOMMANDS["postprocess"][0] == "steadyseg.refine.postprocess.cli"
     tmp, fdir, masks = scene
     mdir = tmp / "m"
     mdir.mkdir()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from steadyseg.datasets.synthetic import make_synthetic_coco
-from steadyseg.refine import eval_cli
-from steadyseg.refine.refine_eval import (boundary_accuracy, boundary_radii, compare_coco, evaluate_mask_pairs,
+from steadyseg.refine.coco import eval_cli
+from steadyseg.refine.coco.evaluation import (boundary_accuracy, boundary_radii, compare_coco, evaluate_mask_pairs,
                                           mask_pair_metrics)
 
 

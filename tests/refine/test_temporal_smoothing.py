@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from steadyseg.refine.temporal_smoothing import TemporalGaussian, gaussian_radius, temporal_gaussian
+from steadyseg.refine.postprocess.temporal_smoothing import TemporalGaussian, gaussian_radius, temporal_gaussian
 
 
 def test_matches_scipy_in_the_interior():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``refine-eval``'s flags (all default to None)."""
     parser.add_argument("--refined", type=Path, required=True, help="refined COCO instances JSON")
     parser.add_argument("--reference", type=Path, default=None, help="reference (ground-truth) COCO JSON")
     parser.add_argument("--original", type=Path, default=None, help="the unrefined input COCO JSON")
@@ -28,13 +29,15 @@ def _fmt(x) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run :func:`~steadyseg.refine.coco.evaluation.compare_coco` with the flags given; print and save the report."""
     from steadyseg import files
-    from steadyseg.refine.refine_eval import compare_coco
+    from steadyseg.cli import set_flags
+    from steadyseg.refine.coco.evaluation import compare_coco
 
     if args.reference is None and args.original is None:
         raise ValueError("refine-eval needs --reference, --original, or both")
-    report = compare_coco(args.refined, args.reference, original=args.original,
-                          include_crowd=bool(args.include_crowd), progress=not args.no_progress)
+    report = compare_coco(args.refined, progress=not args.no_progress,
+                          **set_flags(args, ["reference", "original", "include_crowd"]))
     print(f"refine-eval: {report['counts']['scored']} annotations scored "
           f"({report['counts']['crowd_excluded']} crowd excluded)")
     rows = [("original", report["original_vs_reference"]), ("refined", report["refined_vs_reference"])]

@@ -14,8 +14,8 @@ checkpoint (a ``torch.save`` of an ``nn.DataParallel`` state_dict, every key pre
 - heads ``final_28`` (s8), ``final_56`` (s4), ``final_11`` + ``final_21`` (s1).
 
 :class:`CascadePSPNet` runs three cascaded passes with shared weights. Inference helpers (resizing, padding,
-the global/local steps) live in :mod:`steadyseg.refine.cascadepsp_refiner`; training in
-:mod:`steadyseg.refine.cascadepsp_train`.
+the global/local steps) live in :mod:`steadyseg.refine.cascadepsp.refiner`; training in
+:mod:`steadyseg.refine.cascadepsp.training`.
 
 Checkpoint formats accepted by :func:`load_cascadepsp_state_dict`:
 
@@ -318,7 +318,7 @@ def load_cascadepsp_state_dict(path: str | os.PathLike) -> "OrderedDict[str, tor
     return normalize_state_dict(obj, source=str(path))
 
 
-def build_cascadepsp(checkpoint: str | os.PathLike | None = None, *, zero_init_residual: bool = False
+def build_cascadepsp_net(checkpoint: str | os.PathLike | None = None, *, zero_init_residual: bool = False
                      ) -> CascadePSPNet:
     """Build :class:`CascadePSPNet`; with ``checkpoint``, load it strictly (keys and shapes checked first).
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 
+from steadyseg.cli import set_flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``refine-train``'s flags (all default to None)."""
     src = parser.add_argument_group("data (one source)")
     src.add_argument("--images", help="image folder (with --masks, or the COCO image folder with --coco)")
     src.add_argument("--masks", help="mask folder: files with the same stem as the images, foreground > 0 / > 127")
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _samples(args: argparse.Namespace):
-    from steadyseg.refine import cascadepsp_train as T
+    from steadyseg.refine.cascadepsp import training as T
 
     chosen = [name for name, on in (("--images/--masks", args.masks is not None), ("--coco", args.coco is not None),
                                     ("--davis", args.davis is not None)) if on]
@@ -45,19 +48,18 @@ def _samples(args: argparse.Namespace):
     if args.images is None:
         raise ValueError(f"{chosen[0]} needs --images DIR")
     if args.coco is not None:
-        kw = {} if args.coco_min_area is None else {"min_area": args.coco_min_area}
+        kw = set_flags(args, {"coco_min_area": "min_area"})
         return T.coco_samples(args.coco, args.images, **kw), {"coco": args.coco, "images": args.images, **kw}
     return T.folder_samples(args.images, args.masks), {"images": args.images, "masks": args.masks}
 
 
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.refine.cascadepsp_train import train_cascadepsp
+    """Train with :func:`~steadyseg.refine.cascadepsp.training.train_cascadepsp` on the chosen data source."""
+    from steadyseg.refine.cascadepsp.training import train_cascadepsp
 
     samples, source = _samples(args)
-    names = {"iterations": "iterations", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-             "crop": "crop", "init": "init", "resume": "resume", "device": "device", "seed": "seed",
-             "num_workers": "num_workers", "save_every": "save_every"}
-    kwargs = {kw: getattr(args, a) for a, kw in names.items() if getattr(args, a) is not None}
+    kwargs = set_flags(args, ["iterations", "batch_size", "lr", "weight_decay", "crop", "init", "resume", "device",
+                              "seed", "num_workers", "save_every"])
     history = train_cascadepsp(samples, args.out, config={"source": source}, **kwargs)
     if history:
         last = history[-1]

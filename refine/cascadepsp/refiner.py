@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from steadyseg.refine.cascadepsp import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp
+from steadyseg.refine.cascadepsp.network import MISSING_CHECKPOINT_HELP, CascadePSPNet, build_cascadepsp_net
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,13 +117,17 @@ def binarize_mask(mask: np.ndarray) -> np.ndarray:
 class CascadePSPRefiner:
     """Refine a binary mask of an image with CascadePSP (model loaded once; call :meth:`refine` repeatedly).
 
+    Whole-image inference of the paper at a fixed working resolution ``L`` (per call). The refiner of the
+    ``REFINERS`` registry, which picks ``L`` for each crop, is
+    :class:`steadyseg.refine.refiners.AdaptiveCascadePSPRefiner` (it wraps this class).
+
     Args:
         checkpoint: path of the weights (official ``module.``-prefixed file, or one written by
             ``steadyseg refine-train``). ``None`` or a missing file raises an error saying where to get it.
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         half: run the network under float16 autocast (CUDA only; ignored with a ValueError on CPU).
-        patch_batch_size: how many local-step patches go through the network at once (>= 1). Memory grows with it
-            (about 1-2 GB per 900 x 900 patch on CPU); patches of only one image are ever held.
+        patch_batch_size: how many local-step patches go through the network at once (>= 1). Memory grows
+            linearly with it; patches of only one image are ever held.
         model: an already built :class:`CascadePSPNet` to use instead of ``checkpoint`` (tests, training loops).
         skip_low, skip_high: a local patch is refined only when the foreground fraction of the binarised global
             result inside it lies in ``[skip_low, skip_high]`` (official 0.1 and 0.9).
@@ -145,7 +149,7 @@ class CascadePSPRefiner:
             if checkpoint is None or not os.path.isfile(checkpoint):
                 where = "no checkpoint given" if checkpoint is None else f"{checkpoint}: file not found"
                 raise FileNotFoundError(f"{where}. {MISSING_CHECKPOINT_HELP}")
-            model = build_cascadepsp(checkpoint)
+            model = build_cascadepsp_net(checkpoint)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.model = model.to(self.device).eval()
         self.half = half

@@ -1,8 +1,10 @@
 """Quality of refined masks against reference masks: IoU, boundary accuracy (mBA), and change statistics.
 
-Conventions follow CascadePSP's evaluation (see ``design/CASCADEPSP.md``, "Evaluation"):
+Conventions follow the evaluation of the CascadePSP paper and code (Cheng et al., CVPR 2020), restated here in
+full so that this docstring is the reference:
 
-- IoU over a dataset is ΣI / ΣU (pixels summed over all masks); the mean of per-mask IoUs is reported beside it.
+- IoU of one mask pair is :func:`steadyseg.accuracy.iou` (1.0 when both are empty). IoU over a dataset is ΣI / ΣU
+  (pixels summed over all masks); the mean of per-mask IoUs is reported beside it.
 - Boundary accuracy of one mask pair: for ``i = 0..4``, radius ``r_i = 1 + int((max(1, (w + h) / 300) − 1) / 5 · i)``
   (``w``, ``h`` = the IMAGE size); the band is the morphological gradient (dilation − erosion) of the reference
   mask with an ellipse of size ``2 r_i + 1``; the accuracy is the fraction of band pixels where the prediction
@@ -11,7 +13,7 @@ Conventions follow CascadePSP's evaluation (see ``design/CASCADEPSP.md``, "Evalu
 
 Python::
 
-    from steadyseg.refine.refine_eval import mask_pair_metrics, evaluate_mask_pairs
+    from steadyseg.refine.coco.evaluation import mask_pair_metrics, evaluate_mask_pairs
     m = mask_pair_metrics(pred, ref)            # {"iou", "intersection", "union", "ba", "ba_per_radius", ...}
     summary = evaluate_mask_pairs([(p1, r1), (p2, r2)])
 
@@ -28,6 +30,8 @@ from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
+
+from steadyseg.accuracy import iou
 
 
 def boundary_radii(height: int, width: int, *, steps: int = 5) -> list[int]:
@@ -76,7 +80,7 @@ def mask_pair_metrics(pred: np.ndarray, ref: np.ndarray, *, radii: Sequence[int]
     inter = int(np.logical_and(pred, ref).sum())
     union = int(np.logical_or(pred, ref).sum())
     ba, per = boundary_accuracy(pred, ref, radii=radii)
-    return {"iou": inter / union if union else 1.0, "intersection": inter, "union": union, "ba": ba,
+    return {"iou": float(iou(pred, ref, void=None)), "intersection": inter, "union": union, "ba": ba,
             "ba_per_radius": per, "radii": radii, "area_pred": int(pred.sum()), "area_ref": int(ref.sum())}
 
 

@@ -12,7 +12,7 @@ Pieces, usable on their own:
 - :func:`cascadepsp_loss` / :class:`CascadePSPLoss` — a dict of named terms (CE, L1, L2 per stride and the Sobel
   gradient term) plus ``"total"``.
 - :func:`train_cascadepsp` — the loop; writes ``checkpoint.pt`` (our format: ``{"format", "model", "optimizer",
-  "scheduler", "iteration", "config"}``, loadable by :func:`steadyseg.refine.cascadepsp.build_cascadepsp`),
+  "scheduler", "iteration", "config"}``, loadable by :func:`steadyseg.refine.cascadepsp.network.build_cascadepsp_net`),
   ``config.yaml`` and ``history.json`` into ``out_dir``, all atomically.
 """
 
@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from steadyseg.datasets.video import read_image_rgb
 from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
-from steadyseg.refine.cascadepsp import CHECKPOINT_FORMAT, CascadePSPNet, build_cascadepsp
-from steadyseg.refine.cascadepsp_refiner import IMAGENET_MEAN, IMAGENET_STD
+from steadyseg.refine.cascadepsp.network import CHECKPOINT_FORMAT, CascadePSPNet, build_cascadepsp_net
+from steadyseg.refine.cascadepsp.refiner import IMAGENET_MEAN, IMAGENET_STD
 
 #: Loss weights of the official recipe, per output (logits ``out_<k>`` / sigmoids ``pred_<k>``).
 LOSS_KEYS = ("224", "28", "56", "28_2", "28_3", "56_2")
@@ -407,7 +407,7 @@ def train_cascadepsp(samples: Sequence[RefineSample], out_dir: str | os.PathLike
         "save_every": save_every, **(config or {}),
     }
     # From scratch: zero-init residual BN scales (stable start); with --init the checkpoint overrides them anyway.
-    model = build_cascadepsp(init, zero_init_residual=init is None).to(dev).train()
+    model = build_cascadepsp_net(init, zero_init_residual=init is None).to(dev).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=resolved["milestones"], gamma=gamma)
     start = 0
@@ -464,4 +464,4 @@ def train_cascadepsp(samples: Sequence[RefineSample], out_dir: str | os.PathLike
 
 def load_trained_model(path: str | os.PathLike) -> CascadePSPNet:
     """Convenience: a trained checkpoint (ours or official) → an eval-mode :class:`CascadePSPNet`."""
-    return build_cascadepsp(path).eval()
+    return build_cascadepsp_net(path).eval()

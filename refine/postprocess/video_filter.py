@@ -1,10 +1,9 @@
-"""``steadyseg postprocess wgf|gauss``: 3D weighted guided filter or temporal Gaussian on a mask video.
+"""Video post-processing of mask videos: 3D weighted guided filter or temporal Gaussian, in the input's format.
 
-::
+The library behind ``steadyseg postprocess wgf|gauss`` (:mod:`steadyseg.refine.postprocess.cli`)::
 
-    steadyseg postprocess wgf   --frames DIR (--masks DIR | --probs DIR) --out DIR [--radius 8] [--temporal-radius 2]
-                                [--eps 1e-3] [--guide color|gray] [--no-weights] [--low 0.3] [--high 0.5] [--binary]
-    steadyseg postprocess gauss [--frames DIR] (--masks DIR | --probs DIR) --out DIR [--sigma 1.0] [--binary]
+    from steadyseg.refine.postprocess.video_filter import postprocess_video
+    config = postprocess_video("masks/", "out/", method="wgf", frames_path="frames/", radius=8)
 
 Input masks are read with :func:`steadyseg.datasets.masks.open_masks` (DAVIS {0, 255} PNGs, palette PNGs, label
 PNGs, or ``.npy``/``.npz`` probabilities) and written back in the same format with the same file names:
@@ -18,29 +17,43 @@ label is the argmax after filtering. With two classes (binary) only the foregrou
 own confidence weights) and the background is ``1 - fg``, i.e. the label is ``fg > 0.5``. Hard masks become one-hot
 probabilities in {0, 1}: confidence weights are then 1 everywhere and the weighted filter is the plain one; soft
 input (network probabilities) is what makes the weighting useful. Void pixels (255) of a hard input stay void.
+
+Defaults: :data:`WGF_DEFAULTS` and :data:`GAUSS_DEFAULTS`; the confidence thresholds (``low``, ``high``, ``floor``)
+and the Gaussian's ``truncate`` are read from the signatures of
+:func:`~steadyseg.refine.postprocess.guided_filter.confidence_weights` and
+:class:`~steadyseg.refine.postprocess.temporal_smoothing.TemporalGaussian`, so each default has one source.
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-# The library's defaults (CLI flags default to None and only set values are forwarded).
+from steadyseg.labels import VOID
+from steadyseg.refine.postprocess.guided_filter import GuidedFilter3d, confidence_weights
+from steadyseg.refine.postprocess.temporal_smoothing import TemporalGaussian
+
+
+def _keyword_defaults(fn: Callable[..., Any], names: Sequence[str]) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    return {name: params[name].default for name in names}
+
+
+#: Parameters of the 3D weighted guided filter: spatial radius (px), temporal radius (frames), eps (guide
+#: variance, guide in [0, 1]), guide "color" | "gray", weighted (confidence weights on), low / high / floor of
+#: :func:`confidence_weights`.
 WGF_DEFAULTS: dict[str, Any] = dict(radius=8, temporal_radius=2, eps=1e-3, guide="color", weighted=True,
-                                    low=0.3, high=0.5, floor=0.01)
-GAUSS_DEFAULTS: dict[str, Any] = dict(sigma=1.0, truncate=3.0)
+                                    **_keyword_defaults(confidence_weights, ("low", "high", "floor")))
+#: Parameters of the temporal Gaussian: sigma (frames) and truncate (kernel radius in sigmas).
+GAUSS_DEFAULTS: dict[str, Any] = dict(sigma=1.0, **_keyword_defaults(TemporalGaussian, ("truncate",)))
 
-__all__ = ["WGF_DEFAULTS", "GAUSS_DEFAULTS", "filter_probabilities", "postprocess_video", "write_mask",
-           "add_arguments", "main"]
+__all__ = ["WGF_DEFAULTS", "GAUSS_DEFAULTS", "filter_probabilities", "postprocess_video", "write_mask"]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Library: filter a stream of probabilities
-# ----------------------------------------------------------------------------------------------------------------
 def _guide_of(frame: np.ndarray, guide: str) -> np.ndarray:
     import cv2
 
@@ -67,9 +80,6 @@ def filter_probabilities(probs: Iterator[np.ndarray] | Sequence[np.ndarray], *, 
     Yields:
         ``(C, H, W)`` float32 filtered probabilities (WGF output is not clipped; the argmax is the label).
     """
-    from steadyseg.refine.guided_filter import GuidedFilter3d, confidence_weights
-    from steadyseg.refine.temporal_smoothing import TemporalGaussian
-
     defaults = {"wgf": WGF_DEFAULTS, "gauss": GAUSS_DEFAULTS}.get(method)
     if defaults is None:
         raise ValueError(f"method must be 'wgf' or 'gauss', got {method!r}")
@@ -126,7 +136,7 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
         path: output file; its suffix is replaced by ``.png`` or ``.npy`` as the format requires.
         probs: ``(C, H, W)`` float32 filtered probabilities.
         reading: a :data:`steadyseg.datasets.masks.READINGS` value.
-        void: optional ``(H, W)`` bool, pixels written as 255 (label formats only).
+        void: optional ``(H, W)`` bool, pixels written as ``VOID`` (255; label formats only).
         palette: the palette of a ``palette-ids`` input (``PIL.Image.getpalette()``).
     """
     from steadyseg.files import atomic_path
@@ -144,7 +154,7 @@ def write_mask(path: str | os.PathLike, probs: np.ndarray, *, reading: str, void
 
     labels = np.argmax(probs, axis=0)
     if void is not None:
-        labels = np.where(void, 255, labels)
+        labels = np.where(void, VOID, labels)
     return write_label_png(path.with_suffix(".png"), labels, reading=reading, palette=palette)
 
 
@@ -167,21 +177,20 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
     from tqdm.auto import tqdm
     from PIL import Image
 
-    from steadyseg.datasets.masks import VOID, check_matching, open_masks
+    from steadyseg.datasets.masks import check_matching, open_masks
     from steadyseg.datasets.video import open_video
     from steadyseg.files import save_resolved_config
 
-    masks = open_masks(masks_path, binary=binary)
-    n = len(masks) if max_frames is None else min(len(masks), int(max_frames))
+    masks = open_masks(masks_path, binary=binary, max_frames=max_frames)
+    n = len(masks)
     frames = None
     if frames_path is not None:
-        frames = open_video(frames_path)
+        frames = open_video(frames_path, max_frames=max_frames)
         check_matching(frames, masks)
     elif method == "wgf":
         raise ValueError("postprocess wgf: --frames is required (the frames are the filter's guide)")
     if masks.reading != "soft-probs" and masks.num_classes is None:
-        masks.num_classes = max(int(masks[i][masks[i] != VOID].max(initial=0)) for i in range(n)) + 1
-        masks.num_classes = max(masks.num_classes, 2)
+        masks = masks.with_num_classes(max(masks.class_count(), 2))
     palette = None
     if masks.reading == "palette-ids":
         with Image.open(masks.mask_path(0)) as im:
@@ -200,82 +209,9 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
             yield masks.probs(i)
 
     stream = filter_probabilities(probs_iter(), method=method,
-                                  frames=None if frames is None else _Head(frames, n), **params)
+                                  frames=frames, **params)
     for i, q in enumerate(tqdm(stream, total=n, desc=f"postprocess {method}", unit="frame", disable=not progress)):
         void = (masks[i] == VOID) if hard else None
         write_mask(out_dir / masks.names[i], q, reading=masks.reading, void=void, palette=palette)
     save_resolved_config(out_dir, config)
     return config
-
-
-class _Head:
-    """The first ``n`` items of a sequence (``len`` and indexing only)."""
-
-    def __init__(self, seq, n: int):
-        self.seq, self.n = seq, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.seq[i]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser, *, frames_required: bool) -> None:
-    p.add_argument("--frames", default=None, required=frames_required,
-                   help="the video: a folder of frames (e.g. DAVIS JPEGImages/480p/<seq>) or a video file"
-                        + ("" if frames_required else " (optional: only checked against the masks)"))
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--masks", default=None, help="folder of mask PNGs (DAVIS {0,255}, palette ids, labels)")
-    src.add_argument("--probs", default=None, help="folder of (C,H,W) .npy/.npz probabilities, or one (T,C,H,W) file")
-    p.add_argument("--out", required=True, help="output folder (masks in the input's format + config.yaml)")
-    p.add_argument("--binary", action="store_true", default=None, help="collapse object ids 1..254 into one class")
-    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
-    p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``postprocess wgf`` and ``postprocess gauss`` sub-subcommands (flags default to None)."""
-    parser.set_defaults(func=main, pp_method=None)
-    sub = parser.add_subparsers(dest="pp_method", metavar="METHOD")
-    d = WGF_DEFAULTS
-    wgf = sub.add_parser("wgf", help="3D (x, y, t) weighted guided filter, guided by the frames",
-                         description="3D weighted guided filter (paper 5.4) on each class's probability.")
-    _common(wgf, frames_required=True)
-    wgf.add_argument("--radius", type=int, default=None, help=f"spatial radius r, window 2r+1 (default {d['radius']})")
-    wgf.add_argument("--temporal-radius", type=int, default=None,
-                     help=f"temporal radius rt in frames, window 2rt+1; 0 = 2D filter (default {d['temporal_radius']})")
-    wgf.add_argument("--eps", type=float, default=None, help=f"regularisation on the guide variance (default {d['eps']})")
-    wgf.add_argument("--guide", choices=["color", "gray"], default=None, help=f"guide image (default {d['guide']})")
-    wgf.add_argument("--no-weights", dest="weighted", action="store_false", default=None,
-                     help="plain guided filter (no confidence weights)")
-    wgf.add_argument("--low", type=float, default=None, help=f"confidence: background below this p (default {d['low']})")
-    wgf.add_argument("--high", type=float, default=None, help=f"confidence: foreground above this p (default {d['high']})")
-    wgf.add_argument("--floor", type=float, default=None, help=f"minimum confidence weight (default {d['floor']})")
-    wgf.set_defaults(func=main)
-    gauss = sub.add_parser("gauss", help="temporal Gaussian smoothing of the class probabilities (baseline)",
-                           description="Temporal Gaussian of each class's probability, sigma in frames.")
-    _common(gauss, frames_required=False)
-    gauss.add_argument("--sigma", type=float, default=None, help=f"sigma in frames (default {GAUSS_DEFAULTS['sigma']})")
-    gauss.add_argument("--truncate", type=float, default=None,
-                       help=f"kernel radius in sigmas (default {GAUSS_DEFAULTS['truncate']})")
-    gauss.set_defaults(func=main)
-
-
-def main(args: argparse.Namespace) -> int:
-    method = getattr(args, "pp_method", None)
-    if method not in ("wgf", "gauss"):
-        raise ValueError("postprocess: choose a method: `steadyseg postprocess wgf ...` or `... gauss ...` (see --help)")
-    names = ["radius", "temporal_radius", "eps", "guide", "weighted", "low", "high", "floor"] if method == "wgf" \
-        else ["sigma", "truncate"]
-    params = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    config = postprocess_video(args.masks or args.probs, args.out, method=method, frames_path=args.frames,
-                               binary=bool(args.binary), max_frames=args.max_frames,
-                               progress=not args.no_progress, **params)
-    print(f"postprocess {method}: wrote {config['frames_processed']} masks ({config['reading']}) to {args.out}")
-    return 0
