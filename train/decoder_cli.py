@@ -1,7 +1,7 @@
 """``steadyseg train decoder``: the multi-input decoder trained with the consistency loss on unlabeled video.
 
     steadyseg train decoder --frames DIR --teacher DIR [--frames DIR --teacher DIR ...] --out RUN
-        [--inputs 7] [--causal] [--size H W] [--lambda-data F] [--minutes M | --steps S] [--seed S] [--resume]
+        [--inputs 7] [--causal | --flow-guided] [--size H W] [--lambda-data F] [--minutes M | --steps S] [--seed S] [--resume]
 
 ``--frames``/``--teacher`` pairs are matched in order. Flags default to None;
 :data:`steadyseg.train.decoder_training.DECODER_DEFAULTS` keeps the defaults.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-_FORWARDED = ["inputs", "causal", "width", "hidden", "size", "crop", "hflip_prob", "confidence", "binary", "num_classes",
+_FORWARDED = ["inputs", "causal", "flow_guided", "width", "hidden", "size", "crop", "hflip_prob", "confidence", "binary", "num_classes",
               "lambda_data", "lr", "batch_size", "steps", "minutes", "seed", "flow", "preset", "cache_dir",
               "flow_jobs", "checkpoint_every", "device", "resume"]
 
@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", type=int, default=None, metavar="N", help="frames per window (7)")
     parser.add_argument("--causal", action="store_true", default=None,
                         help="online model: frame t is predicted from frames t-N+1..t only (streaming)")
+    parser.add_argument("--flow-guided", action="store_true", default=None,
+                        help="the decoder also reads the neighbours' teacher outputs warped into each frame by flow")
     parser.add_argument("--width", type=int, default=None, help="encoder channels per frame (16)")
     parser.add_argument("--hidden", type=int, default=None, help="joint-decoder channels per frame (16)")
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
-           "sample_window", "Window", "teacher_format", "read_teacher_probs"]
+           "sample_window", "video_guide", "Window", "teacher_format", "read_teacher_probs"]
 
 FlowFn = Callable[[int, int], np.ndarray]
 
@@ -229,7 +229,8 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
         ValueError: frame and teacher counts or sizes differ (naming both folders), fewer than ``inputs`` frames,
             a teacher class count that differs from ``num_classes``.
     """
-    from steadyseg.datasets.flow import FlowCache, FlowProvider, window_pairs
+    from steadyseg.datasets.flow import FlowCache, FlowProvider
+    from steadyseg.pairs import window_pairs
     from steadyseg.datasets.masks import check_matching, open_masks
     from steadyseg.datasets.video import open_video
 
@@ -266,11 +267,13 @@ class Window:
     """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1], ``probs (N, C, h, w) float32``,
     ``labels (N, h, w) int64`` (hard teachers, 255 = void; else ``None``), ``flows {(p, q): (1, 2, h, w)}``
     (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels), for every ordered pair of the
-    window; ``video``/``start`` name it."""
+    window, ``guide (N, G, h, w)`` (flow-guided windows: each frame's
+    :func:`~steadyseg.train.decoder.neighbour_guide`; else ``None``); ``video``/``start`` name it."""
 
     frames: torch.Tensor
     probs: torch.Tensor
     labels: torch.Tensor | None
+    guide: torch.Tensor | None
     flows: dict[tuple[int, int], torch.Tensor]
     valid: dict[tuple[int, int], torch.Tensor]
     video: int
@@ -282,9 +285,29 @@ def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
     return np.cumsum([len(v) - inputs + 1 for v in videos])
 
 
+def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
+    """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size)."""
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide
+
+    neighbours = []
+    for d in guide_offsets(inputs):
+        n = t + d
+        if not 0 <= n < len(video):
+            neighbours.append(None)
+            continue
+        flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
+        neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)),
+                           torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)))
+    return neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]))
+
+
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
-                  crop: tuple[int, int] | None = None, hflip_prob: float = 0.5) -> Window:
-    """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``."""
+                  crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False) -> Window:
+    """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
+
+    With ``flow_guided`` the window also carries each frame's guide (computed on the whole training-size frame,
+    then cropped and flipped with the frame).
+    """
     from steadyseg.warp import out_of_frame_torch
 
     rng = np.random.default_rng([int(seed), int(step), int(index)])
@@ -306,6 +329,9 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     labels = None
     if video.labels is not None:
         labels = torch.from_numpy(video.labels[start:start + inputs, sl[0], sl[1]].astype(np.int64))
+    guide = None
+    if flow_guided:
+        guide = torch.stack([video_guide(video, t, inputs=inputs)[:, sl[0], sl[1]] for t in idx])
     flows, valid = {}, {}
     for p, fp in enumerate(idx):
         for q, fq in enumerate(idx):
@@ -317,8 +343,9 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     if flip:
         frames, probs = frames.flip(-1), probs.flip(-1)
         labels = None if labels is None else labels.flip(-1)
+        guide = None if guide is None else guide.flip(-1)
         flows = {k: torch.cat([-v[:, :1], v[:, 1:]], dim=1).flip(-1) for k, v in flows.items()}
         valid = {k: v.flip(-1) for k, v in valid.items()}
     if crop is not None:  # a correspondence that leaves the crop is not valid in it
         valid = {(p, q): m & ~out_of_frame_torch(flows[(q, p)]) for (p, q), m in valid.items()}
-    return Window(frames=frames, probs=probs, labels=labels, flows=flows, valid=valid, video=vi, start=start)
+    return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi, start=start)

@@ -18,6 +18,9 @@ predict --checkpoint RUN/model.pt --frames DIR --teacher DIR --out DIR``).
   window ``t−N+1 … t`` (the first frame repeated before the video starts), so no future frame is read;
   :class:`DecoderStream` gives frame t as soon as frame t arrives (``step`` / ``reset``), and the offline predictor
   of a causal model runs the same stream.
+- Flow-guided models (``config["flow_guided"]``): each frame's guide (its neighbours' teacher probabilities warped
+  into it, :func:`~steadyseg.train.decoder.neighbour_guide`) is built with the training flow backend/preset,
+  computed at full size and resized like the training flows.
 
 Masks are written in the teacher's format (``reading``/``palette`` attributes: DAVIS-2016 {0, 255}, palette PNGs
 with the teacher's palette, label PNGs; palette PNGs for a soft teacher).
@@ -44,15 +47,17 @@ class _Runner:
         self.model, self.size, self.device = model, size, torch.device(device)
         self.amp = amp and self.device.type == "cuda"
 
-    def encode(self, frame: np.ndarray, probs: np.ndarray) -> torch.Tensor:
-        """``(2·width, h', w')`` features of one ``(H, W, 3) uint8`` frame and its ``(C, H, W)`` teacher probs."""
+    def encode(self, frame: np.ndarray, probs: np.ndarray, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """``(2·width, h', w')`` features of one ``(H, W, 3) uint8`` frame and its ``(C, H, W)`` teacher probs
+        (and, flow-guided, its ``(G, h, w)`` guide at the model size)."""
         from steadyseg.train.decoder_data import resize_image, resize_probs
 
         size = self.size or tuple(frame.shape[:2])
         f = torch.from_numpy(np.ascontiguousarray(resize_image(frame, size))).permute(2, 0, 1).float().div_(255.0)
         p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            return self.model.encode(f[None, None].to(self.device), p[None, None].to(self.device))[0, 0]
+            g = None if guide is None else guide[None, None].to(self.device)
+            return self.model.encode(f[None, None].to(self.device), p[None, None].to(self.device), g)[0, 0]
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """``(N, C, h', w')`` float corrections of a window of N encoded frames."""
@@ -127,6 +132,7 @@ class DecoderPredictor:
         self.names = list(config["names"])
         self.inputs = int(config["inputs"])
         self.causal = bool(config.get("causal", False))
+        self.flow_guided = bool(config.get("flow_guided", False))
         self.size = None if config.get("size") is None else (int(config["size"][0]), int(config["size"][1]))
         self.amp = amp and self.device.type == "cuda"
         self.masks = open_masks(teacher, binary=bool(config.get("binary", False)))
@@ -141,6 +147,47 @@ class DecoderPredictor:
 
         return read_teacher_probs(self.masks, i, num_classes=self.num_classes,
                                   confidence=float(self.config["confidence"]))
+
+    def _guides(self, frames, size: tuple[int, int]):
+        """``guide(t)`` → the flow-guided input of frame ``t`` at the model size; flows computed with the training
+        flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows, kept while needed."""
+        from steadyseg.datasets.flow import FlowProvider
+        from steadyseg.train.decoder import guide_offsets, neighbour_guide
+        from steadyseg.train.decoder_data import resize_flow, resize_probs
+        from steadyseg.warp import valid_mask_torch
+
+        provider = FlowProvider(frames, backend=self.config.get("flow", "dis"),
+                                preset=self.config.get("preset", "medium"), memory_items=0)
+        offsets = guide_offsets(self.inputs)
+        k = max(offsets)
+        flows: dict[tuple[int, int], torch.Tensor] = {}
+        probs: dict[int, torch.Tensor] = {}
+
+        def flow(a: int, b: int) -> torch.Tensor:
+            if (a, b) not in flows:
+                flows[(a, b)] = torch.from_numpy(resize_flow(provider(a, b), size)).permute(2, 0, 1)
+            return flows[(a, b)]
+
+        def guide(t: int) -> torch.Tensor:
+            for key in [key for key in flows if min(key) < t - k]:
+                del flows[key]
+            for key in [key for key in probs if key < t - k]:
+                del probs[key]
+            neighbours = []
+            for d in offsets:
+                n = t + d
+                if not 0 <= n < len(frames):
+                    neighbours.append(None)
+                    continue
+                if n not in probs:
+                    probs[n] = torch.from_numpy(np.ascontiguousarray(resize_probs(self._teacher(n), size),
+                                                                     dtype=np.float32))
+                f_tn, f_nt = flow(t, n), flow(n, t)
+                valid = valid_mask_torch(f_tn[None], f_nt[None])[0, 0]  # M[n→t] on t's pixels
+                neighbours.append((probs[n], f_tn, valid))
+            return neighbour_guide(neighbours, num_classes=self.num_classes)
+
+        return guide
 
     def iter_video(self, frames, *, batch_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, (C, H, W) float32 probabilities)`` for every frame, in order (``batch_size`` is unused)."""
@@ -158,6 +205,7 @@ class DecoderPredictor:
     def _offline(self, frames) -> Iterator[tuple[int, np.ndarray]]:
         run = _Runner(self.model, size=self.size, device=self.device, amp=self.amp)
         t_total, n = len(frames), self.inputs
+        guide = self._guides(frames, self.size or tuple(frames.size)) if self.flow_guided else None
         feats: dict[int, torch.Tensor] = {}
         teacher: dict[int, np.ndarray] = {}
         sums: dict[int, torch.Tensor] = {}
@@ -169,7 +217,7 @@ class DecoderPredictor:
             for i in sorted(set(idx)):
                 if i not in feats:
                     teacher[i] = self._teacher(i)
-                    feats[i] = run.encode(frames[i], teacher[i])
+                    feats[i] = run.encode(frames[i], teacher[i], None if guide is None else guide(i))
             delta = run.decode([feats[i] for i in idx])
             for j, i in enumerate(idx):
                 if j and i == idx[j - 1]:  # a repeated (clamped) frame counts once per window

@@ -42,11 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steadyseg.pairs import PairSpec
+
 __all__ = ["DECODER_DEFAULTS", "decoder_losses", "DecoderLoss", "train_decoder"]
 
 DECODER_DEFAULTS: dict[str, Any] = {
     "inputs": 7,
     "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
+    "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
     "encoder": "small",
     "width": 16,
     "hidden": 16,
@@ -78,7 +81,7 @@ _RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_
 
 def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int], Tensor],
                    valid: dict[tuple[int, int], Tensor] | None = None, *, lambda_data: float = 0.5,
-                   pairs: str | int | list[tuple[int, int]] = "all") -> dict[str, Tensor]:
+                   pairs: PairSpec = "all") -> dict[str, Tensor]:
     """Named loss terms of one window.
 
     Args:
@@ -117,7 +120,7 @@ def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int],
 class DecoderLoss(nn.Module):
     """:func:`decoder_losses` as a module: ``forward(logits, targets, flows, valid=None)`` → dict of terms."""
 
-    def __init__(self, *, lambda_data: float = 0.5, pairs: str | int | list[tuple[int, int]] = "all"):
+    def __init__(self, *, lambda_data: float = 0.5, pairs: PairSpec = "all"):
         super().__init__()
         if lambda_data < 0:
             raise ValueError(f"lambda_data must be >= 0, got {lambda_data}")
@@ -142,6 +145,8 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
     if int(cfg["batch_size"]) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["causal"] and cfg["flow_guided"]:
+        raise ValueError("causal and flow_guided cannot be combined yet (the guide reads future neighbours)")
     for key in ("size", "crop"):
         if cfg[key] is not None:
             if len(cfg[key]) != 2 or min(int(v) for v in cfg[key]) < 8:
@@ -172,7 +177,8 @@ def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str,
     return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
-            "causal": bool(cfg["causal"]),
+            "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "flow": cfg["flow"],
+            "preset": cfg["preset"],
             "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
             "teacher_reading": formats[0]["reading"]}
 
@@ -189,7 +195,9 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             flow (synthetic videos, tests).
         **kwargs: any key of :data:`DECODER_DEFAULTS` (unknown keys raise ``TypeError``): the model (``inputs``,
             ``causal`` — the same training, but prediction then uses only the last output of the window ending at
-            each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``encoder``, ``width``,
+            each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``flow_guided`` (each frame's
+            mask encoder also reads its neighbours' teacher outputs warped by the flow; prediction then computes
+            the same flow), ``encoder``, ``width``,
             ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
             ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
             ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
@@ -284,11 +292,13 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 stop_reason = "time budget"
                 break
             windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
-                                     index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"])
+                                     index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
+                                     flow_guided=bool(cfg["flow_guided"]))
                        for k in range(local)]
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)
-            logits = model(frames, probs)
+            guide = torch.stack([w.guide for w in windows]).to(device) if cfg["flow_guided"] else None
+            logits = model(frames, probs, guide)
             per_window = [criterion(logits[k:k + 1], probs[k:k + 1] if w.labels is None else
                                     w.labels[None].to(device),
                                     {pq: f.to(device) for pq, f in w.flows.items()},

@@ -139,3 +139,35 @@ def test_teacher_with_too_many_classes_is_refused(perfect_video):
     v, paths = perfect_video
     with pytest.raises(ValueError, match=str(paths["predictions"]) + ".*does not fit 2 classes"):
         load_decoder_video(paths["frames"], paths["predictions"], inputs=3, num_classes=2, flows=v.flows)
+
+
+def test_neighbour_guide_zero_flow_and_missing_neighbours():
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide
+
+    assert guide_offsets(7) == [-3, -2, -1, 1, 2, 3] and guide_offsets(2) == []
+    p = torch.rand(2, 6, 8).softmax(dim=0)
+    valid = torch.ones(6, 8, dtype=torch.bool)
+    valid[0] = False
+    g = neighbour_guide([None, (p, torch.zeros(2, 6, 8), valid)], num_classes=2)
+    assert g.shape == (6, 6, 8)
+    assert torch.equal(g[:3], torch.zeros(3, 6, 8))              # a neighbour outside the video
+    torch.testing.assert_close(g[3:5, 1:], p[:, 1:])             # zero flow: the neighbour itself
+    assert torch.equal(g[3:5, 0], torch.zeros(2, 8)) and torch.equal(g[5], valid.float())
+    shift = torch.zeros(2, 6, 8)
+    shift[0] = 1.0                                               # F[t→n] = +1 px in x: reads the pixel to the right
+    g = neighbour_guide([(p, shift, torch.ones(6, 8, dtype=torch.bool))], num_classes=2)
+    torch.testing.assert_close(g[:2, :, :7], p[:, :, 1:])
+
+
+def test_flow_guided_decoder_needs_its_guide_and_starts_as_the_teacher():
+    model = build_decoder(num_classes=2, inputs=5, flow_guided=True)
+    assert model.guide_channels == 4 * 3
+    frames, probs = torch.rand(1, 5, 3, 16, 20), torch.rand(1, 5, 2, 16, 20).softmax(dim=2)
+    with pytest.raises(ValueError, match="needs guide"):
+        model(frames, probs)
+    with pytest.raises(ValueError, match="not flow-guided"):
+        build_decoder(num_classes=2, inputs=5)(frames, probs, torch.rand(1, 5, 12, 16, 20))
+    out = model(frames, probs, torch.rand(1, 5, 12, 16, 20))
+    torch.testing.assert_close(out.softmax(dim=2), probs, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="inputs >= 3"):
+        build_decoder(num_classes=2, inputs=2, flow_guided=True)

@@ -247,3 +247,24 @@ def test_causal_model_never_reads_a_future_frame_and_streams_like_offline(flicke
             p = stream.step(video[t], read_teacher_probs(masks, t, num_classes=3, confidence=0.9))
             with np.load(tmp_path / "a" / "probs" / f"{t:05d}.npz") as za:
                 np.testing.assert_allclose(p, za["probs"].astype(np.float32), atol=1e-3)  # stored as float16
+
+
+def test_flow_guided_decoder_trains_and_predicts(flicker, tmp_path):
+    """Flow-guided: exact flow in training, DIS flow computed by the predictor; untrained = the teacher."""
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"])]
+    train_decoder(videos, tmp_path / "zero", flows=[v.flows], inputs=5, steps=0, flow_guided=True, progress=False)
+    predict_video(tmp_path / "zero" / "model.pt", paths["frames"], tmp_path / "p0", teacher=paths["predictions"],
+                  progress=False)
+    assert np.array_equal(_labels(tmp_path / "p0"), v.flicker_labels)
+    rec = train_decoder(videos, tmp_path / "run", flows=[v.flows], inputs=5, steps=20, lr=3e-3, flow_guided=True,
+                        crop=(48, 64), progress=False)
+    assert rec["step"] == 20 and np.isfinite(rec["final_loss_terms"]["total"])
+    kind, config, model = load_model(tmp_path / "run" / "model.pt")
+    assert config["flow_guided"] is True and model.guide_channels == 4 * 4
+    predict_video(tmp_path / "run" / "model.pt", paths["frames"], tmp_path / "p1", teacher=paths["predictions"],
+                  progress=False)
+    assert _labels(tmp_path / "p1").shape == v.flicker_labels.shape
+    with pytest.raises(ValueError, match="causal and flow_guided"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=1, flow_guided=True, causal=True,
+                      progress=False)
