@@ -61,6 +61,8 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "binary": False,
     "num_classes": None,      # None: from the teachers (soft: their channels; hard: max label + 1, at least 2)
     "lambda_data": 0.5,
+    "objective": "consistency",  # "consistency" (the paper's flow loss) or "ti" (the TI baseline, inputs = 1)
+    "alpha": 0.95,            # TI: weight of the transform-invariance term
     "lr": 1e-3,
     "batch_size": 1,          # windows per step per process
     "steps": None,
@@ -130,6 +132,26 @@ class DecoderLoss(nn.Module):
         return decoder_losses(logits, targets, flows, valid, lambda_data=self.lambda_data, pairs=self.pairs)
 
 
+def _ti_terms(model: nn.Module, criterion: nn.Module, frames: Tensor, probs: Tensor, targets: list[Tensor], *,
+              seed: int, step: int, first_index: int) -> list[dict[str, Tensor]]:
+    """TI terms of each single-frame window: ``T`` and the noise drawn from ``(seed, step, index, 1)``; ``x`` and
+    ``T(x)`` go through the model in one forward pass (one DDP forward per backward)."""
+    from steadyseg.train.ti import apply_transform, random_transform
+
+    b, _, _, h, w = frames.shape
+    rngs = [np.random.default_rng([seed, step, first_index + k, 1]) for k in range(b)]
+    draws = [random_transform(r, height=h, width=w) for r in rngs]
+    theta = torch.from_numpy(np.stack([d["theta"] for d in draws])).to(frames.device)
+    noise = torch.from_numpy(np.stack([r.standard_normal((3, h, w), dtype=np.float32) * d["noise"]
+                                       for r, d in zip(rngs, draws)])).to(frames.device)
+    frames_t = (apply_transform(frames[:, 0], theta)[0] + noise).clamp(0.0, 1.0)
+    probs_t = apply_transform(probs[:, 0], theta)[0]
+    both = model(torch.cat([frames, frames_t[:, None]]), torch.cat([probs, probs_t[:, None]]))[:, 0]
+    logits, logits_t = both[:b], both[b:]
+    return [criterion(logits[k:k + 1], logits_t[k:k + 1], theta[k:k + 1],
+                      targets[k][:, 0]) for k in range(b)]
+
+
 def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
     unknown = set(kwargs) - set(DECODER_DEFAULTS)
     if unknown:
@@ -145,6 +167,10 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
     if int(cfg["batch_size"]) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["objective"] not in ("consistency", "ti"):
+        raise ValueError(f"objective must be 'consistency' or 'ti', got {cfg['objective']!r}")
+    if cfg["objective"] == "ti" and (int(cfg["inputs"]) != 1 or cfg["flow_guided"] or cfg["causal"]):
+        raise ValueError("the TI baseline is the decoder with inputs=1 (no flow guide, not causal)")
     if cfg["causal"] and cfg["flow_guided"]:
         raise ValueError("causal and flow_guided cannot be combined yet (the guide reads future neighbours)")
     for key in ("size", "crop"):
@@ -215,6 +241,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
     from steadyseg.train.distributed import cleanup, init_distributed_mode
     from steadyseg.train.run_state import gather_rng, open_run_state, restore_rng, save_run_state, trim_log
     from steadyseg.train.teacher import _unwrap
+    from steadyseg.train.ti import TILoss
 
     videos = [(str(f), str(t)) for f, t in videos]
     if not videos:
@@ -246,7 +273,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         model_config = _model_config(cfg, num_classes, formats)
         model = build_decoder_from_config(model_config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
-        criterion = DecoderLoss(lambda_data=cfg["lambda_data"])
+        criterion = TILoss(alpha=cfg["alpha"]) if cfg["objective"] == "ti" else DecoderLoss(
+            lambda_data=cfg["lambda_data"])
         step, elapsed_before = 0, 0.0
         if resume_state is not None:
             model.load_state_dict(resume_state["model"])
@@ -298,12 +326,16 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)
             guide = torch.stack([w.guide for w in windows]).to(device) if cfg["flow_guided"] else None
-            logits = model(frames, probs, guide)
-            per_window = [criterion(logits[k:k + 1], probs[k:k + 1] if w.labels is None else
-                                    w.labels[None].to(device),
-                                    {pq: f.to(device) for pq, f in w.flows.items()},
-                                    {pq: m.to(device) for pq, m in w.valid.items()})
-                          for k, w in enumerate(windows)]
+            targets = [probs[k:k + 1] if w.labels is None else w.labels[None].to(device)
+                       for k, w in enumerate(windows)]
+            if cfg["objective"] == "ti":
+                per_window = _ti_terms(model, criterion, frames, probs, targets, seed=int(cfg["seed"]),
+                                       step=step, first_index=dist_info.rank * local)
+            else:
+                logits = model(frames, probs, guide)
+                per_window = [criterion(logits[k:k + 1], targets[k], {pq: f.to(device) for pq, f in w.flows.items()},
+                                        {pq: m.to(device) for pq, m in w.valid.items()})
+                              for k, w in enumerate(windows)]
             terms = {name: torch.stack([t[name] for t in per_window]).mean() for name in per_window[0]}
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
@@ -323,12 +355,13 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 log_file.write(json.dumps({"type": "step", "step": step, "lr": optimizer.param_groups[0]["lr"],
                                            "loss": terms_f["total"],
                                            **{f"loss_{k}": v for k, v in terms_f.items() if k != "valid_fraction"},
-                                           "valid_fraction": terms_f["valid_fraction"],
+                                           **({"valid_fraction": terms_f["valid_fraction"]}
+                                              if "valid_fraction" in terms_f else {}),
                                            "windows": [[w.video, w.start] for w in windows]}) + "\n")
                 log_file.flush()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(cons=f"{terms_f['consistency']:.4f}", data=f"{terms_f['data']:.4f}")
+                bar.set_postfix({k[:5]: f"{v:.4f}" for k, v in terms_f.items() if k not in ("total", "valid_fraction")})
             if cfg["checkpoint_every"] and step % int(cfg["checkpoint_every"]) == 0:
                 checkpoint()
         if bar is not None:
