@@ -106,10 +106,8 @@ def read_teacher_probs(masks, i: int, *, num_classes: int, confidence: float) ->
     if top >= num_classes:
         raise ValueError(f"{masks.source}: teacher label {top} in frame {masks.names[i]} does not fit "
                          f"{num_classes} classes (labels 0..{num_classes - 1} expected)")
-    onehot = np.zeros((num_classes,) + labels.shape, dtype=np.float32)
-    ys, xs = np.nonzero(labels != VOID)
-    onehot[labels[ys, xs], ys, xs] = 1.0
-    return soften_onehot(onehot, confidence=confidence).astype(np.float32)
+    onehot = (labels[None] == np.arange(num_classes, dtype=labels.dtype)[:, None, None]).astype(np.float32)
+    return soften_onehot(onehot, confidence=confidence).astype(np.float32, copy=False)  # void: no class matches
 
 
 class PairFlows:
