@@ -13,6 +13,9 @@ bilinearly and added to the teacher logits of any (e.g. full) resolution: :meth:
 and :func:`teacher_logits` are public for that.
 
 Encoder ``"small"``: four 3×3 conv + ReLU layers (two of stride 2), trained from scratch — a light CPU encoder.
+Encoder ``"deeplabv3"``: the frames are replaced by the features of a frozen DeepLabV3 backbone
+(:mod:`steadyseg.train.decoder_backbone`, computed once per frame and cached), reduced by a 1×1 and a 3×3 conv to
+``width`` channels and resampled bilinearly onto the mask encoder's stride-4 grid.
 Hard teacher masks become probabilities with :func:`soften_onehot` (a fixed confidence, e.g. 0.9).
 
 Flow-guided variant (``flow_guided=True``, beyond the paper, which uses flow only in the loss): the mask encoder
@@ -37,9 +40,10 @@ from torch import Tensor, nn
 __all__ = ["DECODER_ENCODERS", "MultiInputDecoder", "build_decoder", "build_decoder_from_config", "teacher_logits",
            "soften_onehot", "neighbour_guide", "guide_offsets", "MODEL_CONFIG_KEYS"]
 
-DECODER_ENCODERS = ("small",)
+DECODER_ENCODERS = ("small", "deeplabv3")
 #: the keys of a decoder's ``model.pt`` config that rebuild the network
-MODEL_CONFIG_KEYS = ("num_classes", "inputs", "encoder", "width", "hidden", "eps", "flow_guided")
+MODEL_CONFIG_KEYS = ("num_classes", "inputs", "encoder", "width", "hidden", "eps", "flow_guided",
+                     "feature_channels")
 _FRAME_MEAN, _FRAME_STD = 0.5, 0.25
 
 
@@ -134,11 +138,13 @@ class MultiInputDecoder(nn.Module):
     Args:
         num_classes: C ≥ 2.
         inputs: N ≥ 1, frames per window (the joint decoder's channels are N·2·width in, N·hidden, N·C out).
-        encoder: one of :data:`DECODER_ENCODERS` (``"small"``: from scratch, stride 4).
+        encoder: one of :data:`DECODER_ENCODERS` (``"small"``: from scratch, stride 4; ``"deeplabv3"``: takes
+            frozen backbone features ``(B, N, feature_channels, h', w')`` in place of the frames).
         width: feature channels of each encoder per frame.
         hidden: hidden channels of the joint decoder per frame.
         eps: probability clip of :func:`teacher_logits`.
         flow_guided: the mask encoder also reads each frame's :func:`neighbour_guide` (``guide_channels``).
+        feature_channels: C_b of the backbone features (``"deeplabv3"`` only).
 
     ``forward(frames (B, N, 3, H, W) float in [0, 1], probs (B, N, C, H, W) float in [0, 1], guide=None)`` →
     ``(B, N, C, H, W)`` float logits = ``teacher_logits(probs) + correction`` upsampled to ``(H, W)``; ``guide``
@@ -146,7 +152,8 @@ class MultiInputDecoder(nn.Module):
     """
 
     def __init__(self, *, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16,
-                 hidden: int = 16, eps: float = 1e-4, flow_guided: bool = False):
+                 hidden: int = 16, eps: float = 1e-4, flow_guided: bool = False,
+                 feature_channels: int | None = None):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -163,7 +170,15 @@ class MultiInputDecoder(nn.Module):
         self.guide_channels = len(guide_offsets(inputs)) * (num_classes + 1) if flow_guided else 0
         if flow_guided and self.guide_channels == 0:
             raise ValueError("flow_guided needs inputs >= 3 (at least one neighbour on each side)")
-        self.frame_encoder = _small_encoder(3, width)
+        if (encoder == "deeplabv3") != (feature_channels is not None):
+            raise ValueError("feature_channels is required with encoder='deeplabv3' and only then")
+        self.encoder = encoder
+        self.frame_channels = 3 if encoder == "small" else int(feature_channels)
+        if encoder == "small":
+            self.frame_encoder = _small_encoder(3, width)
+        else:
+            self.frame_encoder = nn.Sequential(nn.Conv2d(self.frame_channels, width, 1), nn.ReLU(inplace=True),
+                                               _conv(width, width))
         self.mask_encoder = _small_encoder(num_classes + self.guide_channels, width)
         n, k = self.inputs, hidden
         self.joint = nn.Sequential(_conv(n * 2 * width, n * k), _conv(n * k, n * k, dilation=2),
@@ -172,23 +187,26 @@ class MultiInputDecoder(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def _check_guide(self, frames: Tensor, guide: Tensor | None) -> None:
+    def _check_guide(self, probs: Tensor, guide: Tensor | None) -> None:
         if not self.flow_guided:
             if guide is not None:
                 raise ValueError("this decoder is not flow-guided: give no guide")
             return
-        want = frames.shape[:2] + (self.guide_channels,) + frames.shape[3:]
+        want = probs.shape[:2] + (self.guide_channels,) + probs.shape[3:]
         if guide is None or guide.shape != want:
             raise ValueError(f"a flow-guided decoder needs guide {tuple(want)} (neighbour_guide per frame), got "
                              f"{None if guide is None else tuple(guide.shape)}")
 
-    def _check(self, frames: Tensor, probs: Tensor) -> None:
-        if frames.ndim != 5 or frames.shape[1] != self.inputs or frames.shape[2] != 3:
-            raise ValueError(f"expected frames B×{self.inputs}×3×H×W, got {tuple(frames.shape)}")
+    def _check(self, frames: Tensor, probs: Tensor, *, inputs: int | None = None) -> None:
+        n = "T" if inputs is None else inputs
+        if frames.ndim != 5 or (inputs is not None and frames.shape[1] != inputs) \
+                or frames.shape[2] != self.frame_channels:
+            what = "frames" if self.encoder == "small" else "backbone features"
+            raise ValueError(f"expected {what} B×{n}×{self.frame_channels}×H×W, got {tuple(frames.shape)}")
         if probs.ndim != 5 or probs.shape[:2] != frames.shape[:2] or probs.shape[2] != self.num_classes:
-            raise ValueError(f"expected teacher probs B×{self.inputs}×{self.num_classes}×H×W matching frames "
+            raise ValueError(f"expected teacher probs B×{n}×{self.num_classes}×H×W matching frames "
                              f"{tuple(frames.shape)}, got {tuple(probs.shape)}")
-        if probs.shape[3:] != frames.shape[3:]:
+        if self.encoder == "small" and probs.shape[3:] != frames.shape[3:]:
             raise ValueError(f"frames {tuple(frames.shape)} and teacher probs {tuple(probs.shape)} differ in size")
         if not (torch.is_floating_point(frames) and torch.is_floating_point(probs)):
             raise ValueError(f"expected float frames and probs, got {frames.dtype}, {probs.dtype}")
@@ -200,14 +218,14 @@ class MultiInputDecoder(nn.Module):
         (B, T, guide_channels, H, W)``; T may differ from N here (a sliding-window predictor encodes each frame
         once and decodes windows of N encoded frames).
         """
-        if frames.ndim != 5 or frames.shape[2] != 3 or probs.ndim != 5 or probs.shape[:2] != frames.shape[:2] \
-                or probs.shape[2] != self.num_classes or probs.shape[3:] != frames.shape[3:]:
-            raise ValueError(f"expected frames B×T×3×H×W and teacher probs B×T×{self.num_classes}×H×W of one size, "
-                             f"got {tuple(frames.shape)} and {tuple(probs.shape)}")
-        self._check_guide(frames, guide)
+        self._check(frames, probs)
+        self._check_guide(probs, guide)
         b, t = frames.shape[:2]
-        f = self.frame_encoder(((frames - _FRAME_MEAN) / _FRAME_STD).flatten(0, 1))
+        x = frames.flatten(0, 1)
+        f = self.frame_encoder((x - _FRAME_MEAN) / _FRAME_STD if self.encoder == "small" else x)
         m = self.mask_encoder((probs if guide is None else torch.cat([probs, guide], dim=2)).flatten(0, 1))
+        if f.shape[-2:] != m.shape[-2:]:  # backbone features (stride 8/16) onto the stride-4 grid
+            f = F.interpolate(f, size=m.shape[-2:], mode="bilinear", align_corners=False)
         feats = torch.cat([f, m], dim=1)
         return feats.view(b, t, *feats.shape[1:])
 
@@ -221,7 +239,7 @@ class MultiInputDecoder(nn.Module):
 
     def correction(self, frames: Tensor, probs: Tensor, guide: Tensor | None = None) -> Tensor:
         """The decoder's additive logit correction at stride 4: ``(B, N, C, ⌈H/4⌉, ⌈W/4⌉)`` float."""
-        self._check(frames, probs)
+        self._check(frames, probs, inputs=self.inputs)
         return self.decode(self.encode(frames, probs, guide))
 
     def forward(self, frames: Tensor, probs: Tensor, guide: Tensor | None = None) -> Tensor:
@@ -235,17 +253,19 @@ class MultiInputDecoder(nn.Module):
 
 
 def build_decoder(*, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16, hidden: int = 16,
-                  eps: float = 1e-4, flow_guided: bool = False) -> MultiInputDecoder:
+                  eps: float = 1e-4, flow_guided: bool = False,
+                  feature_channels: int | None = None) -> MultiInputDecoder:
     """A :class:`MultiInputDecoder` (untrained: it returns the teacher's logits)."""
     return MultiInputDecoder(num_classes=num_classes, inputs=inputs, encoder=encoder, width=width, hidden=hidden,
-                             eps=eps, flow_guided=flow_guided)
+                             eps=eps, flow_guided=flow_guided, feature_channels=feature_channels)
 
 
 def build_decoder_from_config(config: dict[str, Any]) -> MultiInputDecoder:
     """Rebuild a decoder from a ``model.pt`` config (keys :data:`MODEL_CONFIG_KEYS`)."""
-    missing = [k for k in MODEL_CONFIG_KEYS if k not in config and k != "flow_guided"]
+    missing = [k for k in MODEL_CONFIG_KEYS if k not in config and k not in ("flow_guided", "feature_channels")]
     if missing:
         raise ValueError(f"decoder config lacks {missing}")
     return build_decoder(num_classes=int(config["num_classes"]), inputs=int(config["inputs"]),
                          encoder=str(config["encoder"]), width=int(config["width"]), hidden=int(config["hidden"]),
-                         eps=float(config["eps"]), flow_guided=bool(config.get("flow_guided", False)))
+                         eps=float(config["eps"]), flow_guided=bool(config.get("flow_guided", False)),
+                         feature_channels=config.get("feature_channels"))

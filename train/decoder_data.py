@@ -196,6 +196,7 @@ class DecoderVideo:
     pairs: PairFlows
     frames_source: str
     teacher_source: str
+    features: np.ndarray | None = None  # (T, C_b, h', w') float16 frozen-backbone features (encoder "deeplabv3")
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -205,7 +206,8 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
                        size: tuple[int, int] | None = None, confidence: float = 0.9, binary: bool = False,
                        flows: FlowFn | None = None, flow_backend: str = "dis", flow_preset: str = "medium",
                        cache_dir: str | os.PathLike | None = None, n_jobs: int = 1,
-                       progress: bool = False) -> DecoderVideo:
+                       progress: bool = False, backbone=None,
+                       feature_cache: str | os.PathLike | None = None) -> DecoderVideo:
     """Open a video and its teacher output, check they match, and prepare everything at the training size.
 
     Args:
@@ -222,6 +224,9 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
             computed flows keeps everything in memory.
         n_jobs: parallel flow workers.
         progress: progress bars.
+        backbone: a :class:`~steadyseg.train.decoder_backbone.FrozenBackbone` (encoder ``"deeplabv3"``): its
+            features of the training-size frames are computed (cached under ``feature_cache/features``).
+        feature_cache: folder of the feature cache (``None``: not cached).
 
     Raises:
         ValueError: frame and teacher counts or sizes differ (naming both folders), fewer than ``inputs`` frames,
@@ -256,13 +261,19 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
             cache = FlowCache(Path(cache_dir) / "resized")
         flows = provider
     pairs = PairFlows(flows, num_frames=t, size=size, window=window, cache=cache, progress=progress)
+    features = None
+    if backbone is not None:
+        from steadyseg.train.decoder_backbone import video_features
+
+        features = video_features(backbone, imgs, cache_dir=feature_cache)
     return DecoderVideo(frames=imgs, probs=probs, labels=labels, pairs=pairs, frames_source=str(video.source),
-                        teacher_source=str(masks.source))
+                        teacher_source=str(masks.source), features=features)
 
 
 @dataclass
 class Window:
-    """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1], ``probs (N, C, h, w) float32``,
+    """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1] (or the backbone features
+    ``(N, C_b, h', w')`` of a ``"deeplabv3"`` video), ``probs (N, C, h, w) float32``,
     ``labels (N, h, w) int64`` (hard teachers, 255 = void; else ``None``), ``flows {(p, q): (1, 2, h, w)}``
     (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels), for every ordered pair of the
     window, ``guide (N, G, h, w)`` (flow-guided windows: each frame's
@@ -321,8 +332,13 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     flip = bool(rng.random() < hflip_prob)
     sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
     idx = range(start, start + inputs)
-    frames = torch.from_numpy(np.ascontiguousarray(video.frames[start:start + inputs, sl[0], sl[1]]))
-    frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    if video.features is not None:  # backbone features replace the frames; they cannot be cropped or flipped
+        if crop is not None or flip:
+            raise ValueError("windows of backbone features (encoder 'deeplabv3') take no crop and no flip")
+        frames = torch.from_numpy(video.features[start:start + inputs].astype(np.float32))
+    else:
+        frames = torch.from_numpy(np.ascontiguousarray(video.frames[start:start + inputs, sl[0], sl[1]]))
+        frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
     probs = torch.from_numpy(video.probs[start:start + inputs, :, sl[0], sl[1]].astype(np.float32))
     labels = None
     if video.labels is not None:

@@ -43,9 +43,13 @@ __all__ = ["DecoderPredictor", "DecoderStream"]
 class _Runner:
     """Shared inference steps: encode one frame at the model size, finish one frame at full resolution."""
 
-    def __init__(self, model: nn.Module, *, size: tuple[int, int] | None, device: torch.device, amp: bool):
+    def __init__(self, model: nn.Module, *, size: tuple[int, int] | None, device: torch.device, amp: bool,
+                 backbone=None):
         self.model, self.size, self.device = model, size, torch.device(device)
         self.amp = amp and self.device.type == "cuda"
+        self.backbone = backbone
+        if (backbone is None) != (getattr(model, "encoder", "small") == "small"):
+            raise ValueError("a 'deeplabv3' decoder needs its frozen backbone (and only it)")
 
     def encode(self, frame: np.ndarray, probs: np.ndarray, guide: torch.Tensor | None = None) -> torch.Tensor:
         """``(2·width, h', w')`` features of one ``(H, W, 3) uint8`` frame and its ``(C, H, W)`` teacher probs
@@ -53,7 +57,11 @@ class _Runner:
         from steadyseg.train.decoder_data import resize_image, resize_probs
 
         size = self.size or tuple(frame.shape[:2])
-        f = torch.from_numpy(np.ascontiguousarray(resize_image(frame, size))).permute(2, 0, 1).float().div_(255.0)
+        small = np.ascontiguousarray(resize_image(frame, size))
+        if self.backbone is not None:
+            f = self.backbone.features(small[None])[0]
+        else:
+            f = torch.from_numpy(small).permute(2, 0, 1).float().div_(255.0)
         p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             g = None if guide is None else guide[None, None].to(self.device)
@@ -83,13 +91,14 @@ class DecoderStream:
         model: a :class:`~steadyseg.train.decoder.MultiInputDecoder` in eval mode on ``device``.
         size: the model's input ``(h, w)`` (``None``: each frame's own size).
         device, amp: torch device; autocast on CUDA.
+        backbone: the :class:`~steadyseg.train.decoder_backbone.FrozenBackbone` of a ``"deeplabv3"`` decoder.
 
     ``step(frame (H, W, 3) uint8 RGB, teacher_probs (C, H, W) float32)`` → ``(C, H, W) float32`` probabilities.
     """
 
     def __init__(self, model: nn.Module, *, size: tuple[int, int] | None = None,
-                 device: torch.device | str = "cpu", amp: bool = True):
-        self._run = _Runner(model, size=size, device=torch.device(device), amp=amp)
+                 device: torch.device | str = "cpu", amp: bool = True, backbone=None):
+        self._run = _Runner(model, size=size, device=torch.device(device), amp=amp, backbone=backbone)
         self.inputs = int(model.inputs)
         self.reset()
 
@@ -133,6 +142,14 @@ class DecoderPredictor:
         self.inputs = int(config["inputs"])
         self.causal = bool(config.get("causal", False))
         self.flow_guided = bool(config.get("flow_guided", False))
+        self.backbone = None
+        if config.get("encoder", "small") == "deeplabv3":
+            from steadyseg.train.decoder_backbone import FrozenBackbone
+
+            self.backbone = FrozenBackbone(config["encoder_checkpoint"], device=self.device)
+            if self.backbone.sha256 != config.get("encoder_sha256"):
+                raise ValueError(f"{config['encoder_checkpoint']}: not the backbone checkpoint this decoder was "
+                                 "trained with (sha256 differs)")
         self.size = None if config.get("size") is None else (int(config["size"][0]), int(config["size"][1]))
         self.amp = amp and self.device.type == "cuda"
         self.masks = open_masks(teacher, binary=bool(config.get("binary", False)))
@@ -196,14 +213,15 @@ class DecoderPredictor:
         check_matching(frames, self.masks)
         with torch.inference_mode():
             if self.causal:
-                stream = DecoderStream(self.model, size=self.size, device=self.device, amp=self.amp)
+                stream = DecoderStream(self.model, size=self.size, device=self.device, amp=self.amp,
+                                       backbone=self.backbone)
                 for i in range(len(frames)):
                     yield i, stream.step(frames[i], self._teacher(i))
                 return
             yield from self._offline(frames)
 
     def _offline(self, frames) -> Iterator[tuple[int, np.ndarray]]:
-        run = _Runner(self.model, size=self.size, device=self.device, amp=self.amp)
+        run = _Runner(self.model, size=self.size, device=self.device, amp=self.amp, backbone=self.backbone)
         t_total, n = len(frames), self.inputs
         guide = self._guides(frames, self.size or tuple(frames.size)) if self.flow_guided else None
         feats: dict[int, torch.Tensor] = {}

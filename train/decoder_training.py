@@ -50,7 +50,8 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "inputs": 7,
     "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
     "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
-    "encoder": "small",
+    "encoder": "small",       # "small" (from scratch) or "deeplabv3" (frozen backbone of encoder_checkpoint)
+    "encoder_checkpoint": None,
     "width": 16,
     "hidden": 16,
     "eps": 1e-4,
@@ -171,6 +172,16 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"objective must be 'consistency' or 'ti', got {cfg['objective']!r}")
     if cfg["objective"] == "ti" and (int(cfg["inputs"]) != 1 or cfg["flow_guided"] or cfg["causal"]):
         raise ValueError("the TI baseline is the decoder with inputs=1 (no flow guide, not causal)")
+    if cfg["encoder"] == "deeplabv3":
+        if cfg["encoder_checkpoint"] is None:
+            raise ValueError("encoder 'deeplabv3' needs encoder_checkpoint (--encoder-checkpoint PATH)")
+        if "hflip_prob" not in kwargs:
+            cfg["hflip_prob"] = 0.0  # cached backbone features cannot be flipped
+        if cfg["crop"] is not None or cfg["hflip_prob"] > 0:
+            raise ValueError("encoder 'deeplabv3' reads cached backbone features: no crop, hflip_prob 0")
+        cfg["encoder_checkpoint"] = str(cfg["encoder_checkpoint"])
+    elif cfg["encoder_checkpoint"] is not None:
+        raise ValueError("encoder_checkpoint applies to encoder 'deeplabv3' only")
     if cfg["causal"] and cfg["flow_guided"]:
         raise ValueError("causal and flow_guided cannot be combined yet (the guide reads future neighbours)")
     for key in ("size", "crop"):
@@ -199,12 +210,14 @@ def _num_classes(teachers: Sequence[str | os.PathLike], binary: bool) -> int:
     return max(counts)
 
 
-def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str, Any]]) -> dict[str, Any]:
+def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str, Any]], backbone) -> dict[str, Any]:
     return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
             "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "flow": cfg["flow"],
-            "preset": cfg["preset"],
+            "preset": cfg["preset"], "feature_channels": None if backbone is None else backbone.channels,
+            "encoder_checkpoint": cfg["encoder_checkpoint"],
+            "encoder_sha256": None if backbone is None else backbone.sha256,
             "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
             "teacher_reading": formats[0]["reading"]}
 
@@ -223,7 +236,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             ``causal`` — the same training, but prediction then uses only the last output of the window ending at
             each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``flow_guided`` (each frame's
             mask encoder also reads its neighbours' teacher outputs warped by the flow; prediction then computes
-            the same flow), ``encoder``, ``width``,
+            the same flow), ``encoder`` (``"small"``, or ``"deeplabv3"`` with ``encoder_checkpoint``: a frozen
+            backbone whose features are cached under ``out/cache/features``; no crop or flip then), ``width``,
             ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
             ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
             ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
@@ -263,14 +277,20 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             [t for _, t in videos], cfg["binary"])
         cfg["num_classes"] = num_classes
         cache_dir = cfg["cache_dir"] if cfg["cache_dir"] is not None else out / "cache" / "flow"
+        backbone = None
+        if cfg["encoder"] == "deeplabv3":
+            from steadyseg.train.decoder_backbone import FrozenBackbone
+
+            backbone = FrozenBackbone(cfg["encoder_checkpoint"], device=device)
         data = [load_decoder_video(f, t, inputs=int(cfg["inputs"]), num_classes=num_classes,
                                    size=cfg["size"], confidence=cfg["confidence"], binary=cfg["binary"],
                                    flows=None if flows is None else flows[k], flow_backend=cfg["flow"],
                                    flow_preset=cfg["preset"], cache_dir=cache_dir if flows is None else None,
-                                   n_jobs=int(cfg["flow_jobs"]), progress=bool(cfg["progress"]) and main_proc)
+                                   n_jobs=int(cfg["flow_jobs"]), progress=bool(cfg["progress"]) and main_proc,
+                                   backbone=backbone, feature_cache=out / "cache")
                 for k, (f, t) in enumerate(videos)]
         formats = [teacher_format(open_masks(t, binary=cfg["binary"])) for _, t in videos]
-        model_config = _model_config(cfg, num_classes, formats)
+        model_config = _model_config(cfg, num_classes, formats, backbone)
         model = build_decoder_from_config(model_config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
         criterion = TILoss(alpha=cfg["alpha"]) if cfg["objective"] == "ti" else DecoderLoss(

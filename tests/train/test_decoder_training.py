@@ -268,3 +268,38 @@ def test_flow_guided_decoder_trains_and_predicts(flicker, tmp_path):
     with pytest.raises(ValueError, match="causal and flow_guided"):
         train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=1, flow_guided=True, causal=True,
                       progress=False)
+
+
+def test_deeplabv3_encoder_reads_cached_frozen_backbone_features(flicker, tiny_run, tmp_path):
+    """The frozen backbone of a teacher model.pt (the tiny MobileNetV3 teacher): features cached once per video."""
+    from steadyseg.train.decoder_backbone import FrozenBackbone
+
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"])]
+    ckpt = tiny_run / "model.pt"
+    run = tmp_path / "run"
+    train_decoder(videos, run, flows=[v.flows], inputs=3, steps=0, encoder="deeplabv3", encoder_checkpoint=ckpt,
+                  progress=False)
+    cached = list((run / "cache" / "features").glob("*.npy"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    kind, config, model = load_model(run / "model.pt")
+    backbone = FrozenBackbone(ckpt)
+    assert config["encoder"] == "deeplabv3" and config["feature_channels"] == backbone.channels
+    assert all(not p.requires_grad for p in backbone.backbone.parameters())
+    predict_video(run / "model.pt", paths["frames"], tmp_path / "p0", teacher=paths["predictions"], progress=False)
+    assert np.array_equal(_labels(tmp_path / "p0"), v.flicker_labels)  # untrained: the teacher
+    rec = train_decoder(videos, run, flows=[v.flows], inputs=3, steps=5, encoder="deeplabv3",
+                        encoder_checkpoint=ckpt, resume=True, progress=False)
+    assert rec["step"] == 5 and cached[0].stat().st_mtime_ns == mtime  # features read from the cache
+    predict_video(run / "model.pt", paths["frames"], tmp_path / "p1", teacher=paths["predictions"], progress=False)
+    assert _labels(tmp_path / "p1").shape == v.flicker_labels.shape
+    with pytest.raises(ValueError, match="no crop"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=3, steps=1, encoder="deeplabv3",
+                      encoder_checkpoint=ckpt, crop=(32, 32), progress=False)
+    with pytest.raises(ValueError, match="needs encoder_checkpoint"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=3, steps=1, encoder="deeplabv3",
+                      progress=False)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=3, steps=1, encoder="deeplabv3",
+                      encoder_checkpoint=tmp_path / "nope.pt", progress=False)
