@@ -11,7 +11,8 @@ Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive fram
                   drift to an all-background mask, labels kept it)
 
 averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
-the batch). Adam with a constant learning rate.
+the batch). Adam with a constant learning rate. ``objective="ti"`` trains the TI baseline instead (N = 1,
+:mod:`steadyseg.train.ti`) with the same loop, outputs and resume.
 
 Outputs under ``out`` (process 0)::
 
@@ -21,6 +22,7 @@ Outputs under ``out`` (process 0)::
     run.json              the final record
     config.yaml           the resolved configuration
     cache/flow/           the flow cache (unless ``cache_dir`` points elsewhere)
+    cache/features/       frozen backbone features (encoder "deeplabv3")
 
 Resuming (``resume=True``) restores ``checkpoints/last.pt``; windows depend only on ``(seed, step, index)``, so
 ``2 + 2`` steps give the weights of 4 steps. ``steps`` and ``minutes`` may change when resuming.
