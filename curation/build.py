@@ -46,6 +46,7 @@ import numpy as np
 
 from steadyseg.curation.env import require_fiftyone
 from steadyseg.curation.metrics import davis_tolerance, instance_change_metrics, mask_bbox
+from steadyseg.errors import InputError
 
 GT_FIELD = "ground_truth"
 REFINED_FIELD = "refined"
@@ -114,11 +115,26 @@ def detection_to_full_mask(bounding_box: list[float] | None, mask: np.ndarray | 
 
 # ------------------------------------------------------------------------------------------------ the inputs
 
-def _index_annotations(data: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+def _index_annotations(data: dict[str, Any], path: str | os.PathLike = "annotations"
+                       ) -> dict[int, list[dict[str, Any]]]:
     per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for ann in data["annotations"]:
-        per_image[int(ann["image_id"])].append(ann)
+    for k, ann in enumerate(data["annotations"]):
+        try:
+            int(ann["id"])
+            per_image[int(ann["image_id"])].append(ann)
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, f"annotation #{k} has no integer 'id' and 'image_id': {str(ann)[:120]}") from None
     return per_image
+
+
+def _check_images(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """Every image entry has an integer ``id``, ``height``, ``width`` and a ``file_name`` (InputError otherwise)."""
+    for k, im in enumerate(data["images"]):
+        try:
+            int(im["id"]), int(im["height"]), int(im["width"]), str(im["file_name"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, f"image #{k} needs an integer 'id', 'height', 'width' and a 'file_name': "
+                             f"{str(im)[:120]}") from None
 
 
 def check_pair(original: dict[str, Any], refined: dict[str, Any], *, original_path: str = "original",
@@ -142,13 +158,19 @@ def check_pair(original: dict[str, Any], refined: dict[str, Any], *, original_pa
 
 def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_anns: dict[int, dict[str, Any]],
                    categories: dict[int, str], *, images_dir: str, boundary_tolerance: int | None,
-                   change_threshold: float) -> dict[str, Any]:
-    """Everything one sample needs, as plain Python/numpy (computed in worker processes)."""
+                   change_threshold: float, sources: tuple[str, str] = ("original", "refined")) -> dict[str, Any]:
+    """Everything one sample needs, as plain Python/numpy (computed in worker processes).
+
+    A bad annotation raises :class:`~steadyseg.errors.InputError` naming its file (``sources``: the original and
+    the refined COCO file)."""
     from steadyseg.datasets.coco import rle_bbox, rle_to_mask, segmentation_to_rle
 
-    def decode(ann: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    def decode(ann: dict[str, Any], source: str) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
         """Full (H, W) bool mask and its tight (y0, y1, x0, x1) box, the box read from the RLE (no scan)."""
-        rle = segmentation_to_rle(ann.get("segmentation"), h, w, ann_id=ann.get("id"))
+        try:
+            rle = segmentation_to_rle(ann.get("segmentation"), h, w, ann_id=ann.get("id"))
+        except (ValueError, TypeError) as exc:
+            raise InputError(source, f"image {image.get('id')}: {exc}") from None
         x, y, bw, bh = (int(round(v)) for v in rle_bbox(rle))
         return rle_to_mask(rle), ((y, y + bh, x, x + bw) if bw > 0 and bh > 0 else None)
 
@@ -157,10 +179,14 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
     gts, refs = [], []
     for ann in orig_anns:
         ann_id = int(ann["id"])
-        label = categories.get(int(ann["category_id"]))
+        try:
+            label = categories.get(int(ann.get("category_id")))
+        except (TypeError, ValueError):
+            label = None
         if label is None:
-            raise ValueError(f"annotation {ann_id}: category_id {ann['category_id']} not in the categories")
-        o_mask, o_box = decode(ann)
+            raise InputError(sources[0], f"annotation {ann_id}: category_id {ann.get('category_id')!r} not in the "
+                             "categories")
+        o_mask, o_box = decode(ann, sources[0])
         common = {"label": label, "coco_id": ann_id, "category_id": int(ann["category_id"]),
                   "iscrowd": bool(ann.get("iscrowd", 0))}
         crop = crop_mask(o_mask, o_box)
@@ -175,7 +201,8 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
             gts.append(gt)
             continue
         record = ref.get("refine") if isinstance(ref.get("refine"), dict) else {}
-        r_mask, r_box = decode(ref) if ref.get("segmentation") is not None else (np.zeros((h, w), bool), None)
+        r_mask, r_box = (decode(ref, sources[1]) if ref.get("segmentation") is not None
+                         else (np.zeros((h, w), bool), None))
         m = instance_change_metrics(o_mask, r_mask, boundary_tolerance=tol, boxes=(o_box, r_box))
         guard = record.get("guard")
         status = "skipped" if "skipped" in record else "error" if "error" in record else "refined"
@@ -294,14 +321,22 @@ def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compute_chunk(payload_args: list[tuple], tags: dict[str, Any], common: dict[str, Any],
-                   as_documents: bool) -> tuple[list[dict[str, Any]], int]:
-    """Worker: payloads (or MongoDB documents) of some images and the number of instances in them."""
-    out, n = [], 0
+                   as_documents: bool) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
+    """Worker: payloads (or MongoDB documents) of some images, the number of instances in them, and the images
+    that could not be used (``[{"image_id", "file", "error"}]``; a bad image is skipped, not inserted)."""
+    from steadyseg.errors import user_error_message
+
+    out, n, failures = [], 0, []
     for image, anns, refs in payload_args:
-        p = _image_payload(image, anns, refs, **common)
+        try:
+            p = _image_payload(image, anns, refs, **common)
+        except (ValueError, OSError) as exc:
+            where = exc.path if isinstance(exc, InputError) and exc.path is not None else common["sources"][0]
+            failures.append({"image_id": image.get("id"), "file": str(where), "error": user_error_message(exc)})
+            continue
         n += p["n_original"] + p["n_refined"]
         out.append(_payload_to_doc(p, tags) if as_documents else p)
-    return out, n
+    return out, n, failures
 
 
 def _insert(dataset, items: list[dict[str, Any]], tags: dict[str, Any], *, writer: str) -> None:
@@ -410,7 +445,8 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
                            name: str, *, overwrite: bool = False, workers: int = 1, chunk_size: int = 64,
                            change_threshold: float = DEFAULT_CHANGE_THRESHOLD,
                            boundary_tolerance: int | None = None, persistent: bool = True,
-                           progress: bool = True, save_views: bool = True, writer: str = "raw") -> Any:
+                           progress: bool = True, save_views: bool = True, writer: str = "raw",
+                           strict: bool = False) -> Any:
     """Create or update the curation dataset ``name`` from an original and a refined COCO instances file.
 
     Args:
@@ -432,6 +468,10 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
             ``fo.Sample`` objects and calls ``Dataset.add_samples`` (public API, slower; see docs/benchmarks.md).
             "raw" falls back to "fiftyone" with a ``RuntimeWarning`` when :func:`raw_writer_problem` reports a
             problem; ``dataset.info["steadyseg"]["ingest"]`` records the writer used and the reason.
+        strict: after the build, raise :class:`~steadyseg.errors.InputError` for the first bad image or annotation.
+            Either way a bad image (an annotation that cannot be decoded, an unknown category) is skipped and
+            recorded in ``dataset.info["steadyseg"]["ingest"]["failures"]`` (``image_id``, ``file``, ``error``),
+            and annotations of image ids absent from ``images`` are recorded there too.
 
     Returns:
         the ``fiftyone.core.dataset.Dataset``; ``dataset.info["steadyseg"]`` records inputs, settings and timing.
@@ -449,10 +489,19 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         raise ValueError(f"workers and chunk_size must be >= 1, got {workers} and {chunk_size}")
     orig = load_coco_json(original)
     ref = load_coco_json(refined)
+    for data, path in ((orig, original), (ref, refined)):
+        _check_images(data, path)
+    orig_by_image = _index_annotations(orig, original)
+    ref_by_image = {k: {int(a["id"]): a for a in v} for k, v in _index_annotations(ref, refined).items()}
     check_pair(orig, ref, original_path=str(original), refined_path=str(refined))
-    categories = {int(c["id"]): str(c["name"]) for c in orig["categories"]}
-    orig_by_image = _index_annotations(orig)
-    ref_by_image = {k: {int(a["id"]): a for a in v} for k, v in _index_annotations(ref).items()}
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in orig["categories"]}
+    except (KeyError, TypeError, ValueError):
+        raise InputError(original, "every category needs an integer 'id' and a 'name'") from None
+    image_ids = {int(im["id"]) for im in orig["images"]}
+    failures = [{"image_id": k, "file": str(original), "error": f"{original}: {len(v)} annotation(s) of image id "
+                 f"{k}, which is not in 'images' (first: annotation {v[0]['id']})"}
+                for k, v in sorted(orig_by_image.items()) if k not in image_ids]
 
     fo = require_fiftyone()
     t_setup = time.perf_counter()
@@ -477,7 +526,8 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         writer = "fiftyone"
 
     common = {"categories": categories, "images_dir": str(images_dir.resolve()),
-              "boundary_tolerance": boundary_tolerance, "change_threshold": change_threshold}
+              "boundary_tolerance": boundary_tolerance, "change_threshold": change_threshold,
+              "sources": (str(original), str(refined))}
     images = sorted(orig["images"], key=lambda im: int(im["id"]))
     args = [(im, orig_by_image.get(int(im["id"]), []), ref_by_image.get(int(im["id"]), {})) for im in images]
     chunks = [args[i: i + chunk_size] for i in range(0, len(args), chunk_size)]
@@ -493,8 +543,10 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
 
         jobs = (delayed(_compute_chunk)(chunk, tags, common, as_docs) for chunk in chunks)
         results = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
-    for chunk, (items, n) in zip(chunks, results):
-        _insert(dataset, items, tags, writer=writer)
+    for chunk, (items, n, bad) in zip(chunks, results):
+        failures.extend(bad)
+        if items:
+            _insert(dataset, items, tags, writer=writer)
         n_inst += n
         bar.update(len(chunk))
     bar.close()
@@ -511,12 +563,17 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         "ingest": {"images": len(args), "instances": n_inst, "seconds": round(elapsed, 3),
                    "setup_seconds": round(setup_seconds, 3), "workers": workers, "writer": writer,
                    "writer_fallback": writer_fallback,
-                   "instances_per_second": round(n_inst / elapsed, 1) if elapsed > 0 else None},
+                   "instances_per_second": round(n_inst / elapsed, 1) if elapsed > 0 else None,
+                   "failures": failures},
     }
     dataset.save()
     if save_views:
         from steadyseg.curation.views import save_curation_views
 
         save_curation_views(dataset, change_threshold=change_threshold)
+    if strict and failures:
+        first = failures[0]
+        raise InputError(first["file"], f"{len(failures)} image(s) could not be used (recorded in the dataset "
+                         f"info); first: {first['error'].removeprefix(first['file'] + ': ')}")
     return dataset
 

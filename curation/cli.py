@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--change-threshold", type=float, default=None, help="IoU below which a mask counts as changed")
     p.add_argument("--boundary-tolerance", type=int, default=None, help="boundary F tolerance, px (default DAVIS)")
     p.add_argument("--writer", choices=["raw", "fiftyone"], default=None, help="insert path (default raw)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="exit with an error when an image or annotation could not be used (it is skipped either way)")
     _db_args(p)
     p.set_defaults(func=_build)
 
@@ -102,10 +104,15 @@ def _build(args):
 
     ds = build_curation_dataset(args.original, args.refined, args.images, args.name, **set_flags(args, {
         "overwrite": "overwrite", "workers": "workers", "chunk_size": "chunk_size",
-        "change_threshold": "change_threshold", "boundary_tolerance": "boundary_tolerance", "writer": "writer"}))
+        "change_threshold": "change_threshold", "boundary_tolerance": "boundary_tolerance", "writer": "writer",
+        "strict": "strict"}))
     ing = ds.info["steadyseg"]["ingest"]
     print(f"dataset {ds.name!r}: {len(ds)} samples, {ing['instances']} instances in {ing['seconds']:.1f} s "
           f"({ing['instances_per_second']} instances/s)")
+    if ing["failures"]:
+        print(f"{len(ing['failures'])} image(s) skipped (recorded in the dataset info, steadyseg.ingest.failures):")
+        for f in ing["failures"][:10]:
+            print(f"  failed: {f['error']}")
     _print_views(ds)
     return 0
 

@@ -4,8 +4,8 @@ Every ``every``-th frame of each (frames, masks) pair becomes a COCO image; ever
 1 … 254; 0 background, 255 void ignored) becomes one annotation whose ``segmentation`` is the object's outer
 contours (``cv2.findContours``, external only, so holes are filled as in most COCO polygons) simplified with
 ``cv2.approxPolyDP(epsilon=polygon_tolerance)``, in COCO coordinates (pixel ``(row, col)`` covers
-``[col, col + 1) × [row, row + 1)``); the contours follow the pixel edges to within 1/8 pixel. A tolerance of a few pixels gives outlines like COCO's: the "original"
-variant that ``refine-coco`` then refines.
+``[col, col + 1) × [row, row + 1)``); the contours follow the pixel edges to within 1/8 pixel. A tolerance of
+a few pixels gives outlines like COCO's: the "original" variant that ``refine-coco`` then refines.
 
 Layout under ``out``::
 

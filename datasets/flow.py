@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from steadyseg.datasets.video import frame_hash
-from steadyseg.files import atomic_path, sha256_file
+from steadyseg.files import atomic_path, remove_orphan_temporaries, sha256_file
 from steadyseg.pairs import window_pairs  # re-exported: the flows a window of pairs needs
 
 BACKENDS = ("dis", "farneback", "raft")
@@ -270,21 +270,53 @@ class FlowCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def _header_ok(self, fh, shape: tuple[int, int] | None):
+        """The parsed header ``(code, compressed, h, w, nbytes, crc)`` when it and the file size are consistent."""
+        head = fh.read(_HEADER.size)
+        if len(head) != _HEADER.size:
+            return None
+        magic, code, compressed, h, w, nbytes, crc = _HEADER.unpack(head)
+        dtype = _DTYPES.get(code)
+        if magic != _MAGIC or dtype is None or compressed not in (0, 1) or h == 0 or w == 0:
+            return None
+        if shape is not None and (h, w) != tuple(shape):
+            return None
+        raw_bytes = h * w * 2 * dtype.itemsize
+        if os.fstat(fh.fileno()).st_size != _HEADER.size + nbytes or (not compressed and nbytes != raw_bytes):
+            return None
+        return code, compressed, h, w, nbytes, crc
+
+    def looks_complete(self, key: str, *, shape: tuple[int, int] | None = None) -> bool:
+        """Whether the entry exists with a valid header and the file size it announces (no CRC, no payload read).
+
+        A file truncated mid-write (or of another size, or foreign) is deleted and counted in ``corrupt``, so the
+        pair is recomputed; used by :meth:`FlowProvider.precompute` to decide what is already cached.
+        """
+        path = self.path(key)
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                ok = self._header_ok(fh, shape) is not None
+        except FileNotFoundError:
+            return False
+        except (OSError, struct.error):
+            ok = False
+        if not ok:
+            self.corrupt += 1
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        return ok
+
     def _read(self, path: Path, shape: tuple[int, int] | None) -> np.ndarray | None:
         """The stored array (its own dtype) or None when anything about the file is wrong."""
         with open(path, "rb", buffering=0) as fh:
-            head = fh.read(_HEADER.size)
-            if len(head) != _HEADER.size:
+            header = self._header_ok(fh, shape)
+            if header is None:
                 return None
-            magic, code, compressed, h, w, nbytes, crc = _HEADER.unpack(head)
-            dtype = _DTYPES.get(code)
-            if magic != _MAGIC or dtype is None or compressed not in (0, 1) or h == 0 or w == 0:
-                return None
-            if shape is not None and (h, w) != tuple(shape):
-                return None
+            code, compressed, h, w, nbytes, crc = header
+            dtype = _DTYPES[code]
             raw_bytes = h * w * 2 * dtype.itemsize
-            if os.fstat(fh.fileno()).st_size != _HEADER.size + nbytes or (not compressed and nbytes != raw_bytes):
-                return None
             if compressed:
                 payload = fh.read(nbytes)
                 if len(payload) != nbytes or zlib.crc32(payload) != crc:
@@ -500,9 +532,11 @@ class FlowProvider:
                 continue
             seen.add((p, q))
             k = self.key(p, q)
-            if k in self.cache:
+            before = self.cache.corrupt
+            if self.cache.looks_complete(k, shape=self.size):  # a file truncated mid-write is recomputed
                 cached += 1
             else:
+                self.stats["corrupt"] += self.cache.corrupt - before
                 todo.append((p, q))
                 keys.append(k)
         n_workers = (os.cpu_count() or 1) if self.n_jobs < 0 else max(1, self.n_jobs)
@@ -534,11 +568,32 @@ class FlowProvider:
                 "cpu_seconds_workers": cpu, "seconds_wall": time.perf_counter() - t_wall}
 
 
+def _unreadable_frames(video, *, strict: bool) -> tuple[list[dict[str, Any]], set[int]]:
+    """Decode (and hash) every frame once; the ones that fail, as failure records and a set of indices.
+
+    ``strict`` re-raises the first error instead (an :class:`~steadyseg.errors.InputError` naming the file).
+    """
+    from steadyseg.errors import user_error_message
+
+    failures, bad = [], set()
+    for i in range(len(video)):
+        try:
+            video.content_hash(i)
+        except (ValueError, OSError) as exc:
+            if strict:
+                raise
+            bad.add(i)
+            path = video.frame_path(i) if hasattr(video, "frame_path") else None
+            failures.append({"frame": i, "file": str(path or video.source), "error": user_error_message(exc)})
+    return failures, bad
+
+
 def precompute_video_flows(frames: str | os.PathLike, cache_dir: str | os.PathLike, *, window: int = 3,
                            max_frames: int | None = None, backend: str = "dis", preset: str = "medium",
                            n_jobs: int = 1, raft_weights: str | os.PathLike | None = None,
                            raft_model: str = "raft_small", raft_updates: int = 12, device: str = "cpu",
-                           cache_dtype: str = "float32", progress: bool = True) -> dict[str, Any]:
+                           cache_dtype: str = "float32", strict: bool = False, progress: bool = True
+                           ) -> dict[str, Any]:
     """Compute every flow of a window of frame pairs of one video into the disk cache, and record the run.
 
     The library behind ``steadyseg flow``: opens the video (:func:`steadyseg.datasets.video.open_video`), builds a
@@ -553,11 +608,14 @@ def precompute_video_flows(frames: str | os.PathLike, cache_dir: str | os.PathLi
         backend, preset, raft_weights, raft_model, raft_updates, device: see :func:`compute_flow`.
         n_jobs: parallel joblib workers (-1 = all cores).
         cache_dtype: ``"float32"`` or ``"float16"`` on disk.
+        strict: stop at the first frame that cannot be read (corrupt, truncated, another size) with its error;
+            by default such a frame is recorded in ``failures`` and the pairs that need it are skipped.
         progress: show a progress bar.
 
     Returns:
         The run record: ``frames`` (source), ``num_frames``, ``size_hw``, ``cache``, ``window``, ``flow_params``,
-        ``n_jobs``, ``prefer`` and ``result`` (:meth:`FlowProvider.precompute`'s counts and seconds).
+        ``n_jobs``, ``prefer``, ``result`` (:meth:`FlowProvider.precompute`'s counts and seconds, plus
+        ``skipped_pairs``) and ``failures`` (``[{"frame", "file", "error"}]``, the frames that could not be read).
     """
     from steadyseg.datasets.video import open_video
     from steadyseg.files import save_resolved_config
@@ -565,12 +623,16 @@ def precompute_video_flows(frames: str | os.PathLike, cache_dir: str | os.PathLi
     if int(window) < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     video = open_video(frames, max_frames=max_frames)
+    failures, bad = _unreadable_frames(video, strict=strict)
+    remove_orphan_temporaries(cache_dir, recursive=True)  # entries a killed run was writing
     provider = FlowProvider(video, backend=backend, preset=preset, cache_dir=cache_dir, n_jobs=n_jobs,
                             raft_weights=raft_weights, raft_model=raft_model, raft_updates=raft_updates,
                             device=device, cache_dtype=cache_dtype)
-    result = provider.precompute(window_pairs(len(video), window=int(window)), progress=progress)
+    pairs = [(p, q) for p, q in window_pairs(len(video), window=int(window)) if p not in bad and q not in bad]
+    result = provider.precompute(pairs, progress=progress)
+    result["skipped_pairs"] = len(window_pairs(len(video), window=int(window))) - len(pairs)
     record = {"frames": str(video.source), "num_frames": len(video), "size_hw": list(video.size),
               "cache": str(Path(cache_dir)), "window": int(window), "flow_params": provider.params,
-              "n_jobs": provider.n_jobs, "prefer": provider.prefer, "result": result}
+              "n_jobs": provider.n_jobs, "prefer": provider.prefer, "result": result, "failures": failures}
     save_resolved_config(cache_dir, record, name=f"flow-run-{video.source.stem}.yaml")
     return record

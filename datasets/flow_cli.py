@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device for RAFT (default: cpu)")
     parser.add_argument("--cache-dtype", choices=["float32", "float16"], default=None,
                         help="storage precision in the cache (default: float32)")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="stop at the first unreadable frame instead of skipping its pairs and recording it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -50,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     record = precompute_video_flows(args.frames, args.cache, progress=not args.quiet, **set_flags(args, {
         "window": "window", "max_frames": "max_frames", "backend": "backend", "preset": "preset",
         "workers": "n_jobs", "raft_weights": "raft_weights", "raft_model": "raft_model",
-        "raft_updates": "raft_updates", "device": "device", "cache_dtype": "cache_dtype"}))
+        "raft_updates": "raft_updates", "device": "device", "cache_dtype": "cache_dtype", "strict": "strict"}))
     result = record["result"]
     h, w = record["size_hw"]
     per_pair = f"{1000 * result['seconds_computing'] / result['computed']:.1f}" if result["computed"] else "-"
@@ -58,4 +60,9 @@ def main(args: argparse.Namespace) -> int:
           f"{result['pairs']} pairs, {result['cached']} already cached, {result['computed']} computed "
           f"({record['flow_params']['backend']}, {per_pair} ms/pair of flow time, "
           f"{result['seconds_wall']:.1f} s wall with {record['n_jobs']} worker(s)) -> {args.cache}")
+    if record["failures"]:
+        print(f"{len(record['failures'])} unreadable frame(s) skipped ({result['skipped_pairs']} pairs not computed; "
+              f"recorded in the run record in {args.cache}):")
+        for f in record["failures"][:10]:
+            print(f"  failed: {f['error']}")
     return 0

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from steadyseg.datasets.video import list_image_files, sequence_index
+from steadyseg.datasets.video import image_header_size, list_image_files, sequence_index
+from steadyseg.errors import InputError, exception_text
 from steadyseg.labels import VOID
 
 READINGS = ("davis2016-binary", "palette-ids", "label-png", "soft-probs")
@@ -130,9 +131,7 @@ class MaskStack(Sequence):
         j = self._index(i)
         if self.reading == "soft-probs":
             return tuple(self._soft_raw(j, header_only=True)[-2:])
-        with Image.open(self._files[j]) as im:
-            w, h = im.size
-        return (h, w)
+        return image_header_size(self._files[j])
 
     # -- labels ------------------------------------------------------------------------------------------------
     def __getitem__(self, i) -> np.ndarray:
@@ -145,7 +144,7 @@ class MaskStack(Sequence):
         if self.binary:
             labels = np.where((labels >= 1) & (labels < VOID), 1, labels).astype(np.int32)
         if labels.shape != self.size:
-            raise ValueError(f"{self._where(j)}: mask size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from "
+            raise InputError(self._where(j), f"mask size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from "
                              f"the first mask's {self.size[1]}x{self.size[0]}")
         return labels
 
@@ -157,12 +156,16 @@ class MaskStack(Sequence):
                 arr = np.array(im)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: mask file disappeared after the stack was opened") from None
-        except (OSError, SyntaxError) as exc:
-            raise ValueError(f"{path}: cannot decode mask PNG ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(path, f"cannot decode mask PNG ({exception_text(exc, path)})") from None
         if self.reading == "palette-ids":
             if mode != "P":
-                raise ValueError(f"{path}: expected a palette (mode P) PNG like the first mask, got mode {mode}")
+                raise InputError(path, f"expected a palette (mode P) PNG like the first mask, got mode {mode}; "
+                                 "palette and grayscale masks are mixed in this folder")
             return arr.astype(np.int32)
+        if mode == "P":
+            raise InputError(path, f"palette (mode P) PNG among single-channel masks ({self.reading}); palette and "
+                             "grayscale masks are mixed in this folder")
         if arr.ndim != 2:
             raise ValueError(f"{path}: expected a single-channel mask PNG, got mode {mode} with shape {arr.shape}")
         if self.reading == "davis2016-binary":
@@ -212,7 +215,10 @@ class MaskStack(Sequence):
                 p = np.stack([p[0], 1.0 - p[0]]).astype(np.float32)
             return p
         labels = self[j]
-        return labels_to_onehot(labels, self.class_count())
+        try:
+            return labels_to_onehot(labels, self.class_count())
+        except ValueError as exc:
+            raise InputError(self._where(j), str(exc)) from None
 
     def class_count(self) -> int:
         """``C`` of :meth:`probs`: 2 with ``binary``, else :attr:`num_classes` when known, else the largest non-void
@@ -247,11 +253,11 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
                 return z[keys[0]]
             if "probs" in keys:
                 return z["probs"]
-            raise ValueError(f"{path}: .npz with several arrays {keys}; name the probabilities 'probs'")
+            raise InputError(path, f".npz with several arrays {keys}; name the probabilities 'probs'")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: probability file not found") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot read probability array ({exc})") from None
+        raise InputError(path, f"cannot read probability array ({exc})") from None
 
 
 def _png_reading(files: list[Path]) -> str:
@@ -263,8 +269,8 @@ def _png_reading(files: list[Path]) -> str:
             with Image.open(files[k]) as im:
                 mode = im.mode
                 arr = np.array(im)
-        except (OSError, SyntaxError) as exc:
-            raise ValueError(f"{files[k]}: cannot decode mask PNG ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(files[k], f"cannot decode mask PNG ({exception_text(exc, files[k])})") from None
         if mode == "P":
             return "palette-ids"
         if mode in ("RGB", "RGBA", "LA") or arr.ndim != 2:
@@ -339,8 +345,7 @@ def open_masks(path: str | os.PathLike, *, binary: bool = False, num_classes: in
     if chosen == "soft-probs":
         raise ValueError(f"{path}: reading='soft-probs' needs .npy/.npz files, found PNGs")
     pngs = pngs[:keep]
-    with Image.open(pngs[0]) as im:
-        w, h = im.size
+    h, w = image_header_size(pngs[0])
     return MaskStack(path, [p.stem for p in pngs], (h, w), chosen, files=pngs, binary=binary,
                      num_classes=2 if binary else num_classes)
 
@@ -375,7 +380,8 @@ def check_matching(frames, masks: MaskStack) -> None:
     for k in range(len(frames)):
         fs, ms = frames.frame_size(k), masks.frame_size(k)
         if tuple(fs) != tuple(ms):
-            raise ValueError(f"frames {fsrc} and masks {msrc} differ in size at index {k}: frame "
+            odd = frames.frame_path(k) if tuple(fs) != tuple(frames.size) else masks.mask_path(k)
+            raise InputError(odd or msrc, f"frames {fsrc} and masks {msrc} differ in size at index {k}: frame "
                              f"{_describe(frames, k)} is {fs[1]}x{fs[0]} but mask {_describe(masks, k)} is "
                              f"{ms[1]}x{ms[0]} (WxH); first offending file: {_describe(masks, k)}")
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from steadyseg.errors import InputError, exception_text
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
@@ -76,10 +78,21 @@ def sequence_index(i, n: int, *, what: str, source) -> int:
 
 
 def decode_image_rgb(data: bytes, *, source: str | os.PathLike) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, ...) to ``(H, W, 3) uint8`` RGB; ``source`` names the file in errors."""
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    """Decode encoded image bytes (JPEG, PNG, ...) to ``(H, W, 3) uint8`` RGB; ``source`` names the file in errors.
+
+    Raises :class:`~steadyseg.errors.InputError` for an empty, corrupt or truncated file (OpenCV's own warnings
+    about it are silenced, so the error is the only message).
+    """
+    if not data:
+        raise InputError(source, "empty image file (0 bytes)")
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if bgr is None:
-        raise ValueError(f"{source}: cannot decode image (corrupt or unsupported format)")
+        raise InputError(source, "cannot decode image (corrupt, truncated or unsupported format)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -97,6 +110,21 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
 def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read one image file as ``(H, W, 3) uint8`` RGB, with errors that name the file."""
     return decode_image_rgb(read_image_bytes(path), source=path)
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (PIL, no decoding); ``InputError`` naming the file if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise InputError(path, "cannot read the image header: empty, corrupt or not an image "
+                         f"({exception_text(exc, path)})") from None
+    return (h, w)
 
 
 class VideoFrames(Sequence):
@@ -137,7 +165,7 @@ class VideoFrames(Sequence):
         frame = self._read_file(j) if self._files is not None else self._read_video(j)
         if frame.shape[:2] != self.size:
             where = self._files[j] if self._files is not None else f"{self.source} frame {j}"
-            raise ValueError(f"{where}: frame size {frame.shape[1]}x{frame.shape[0]} (WxH) differs from the first "
+            raise InputError(where, f"frame size {frame.shape[1]}x{frame.shape[0]} (WxH) differs from the first "
                              f"frame's {self.size[1]}x{self.size[0]}; all frames of a video must have one size")
         return frame
 
@@ -150,11 +178,7 @@ class VideoFrames(Sequence):
         j = self._index(i)
         if self._files is None:
             return self.size
-        from PIL import Image
-
-        with Image.open(self._files[j]) as im:
-            w, h = im.size
-        return (h, w)
+        return image_header_size(self._files[j])
 
     def content_hash(self, i: int) -> str:
         """sha256 hex digest of the decoded frame ``i`` (shape, dtype and pixel bytes); cached per index."""
@@ -264,10 +288,8 @@ def open_video(path: str | os.PathLike, *, max_frames: int | None = None,
             raise ValueError(f"{path}: no image frames ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         if max_frames is not None:
             files = files[:max_frames]
-        bgr = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{files[0]}: cannot decode image (corrupt or unsupported format)")
-        return VideoFrames(path, [p.stem for p in files], bgr.shape[:2], files=files)
+        first = read_image_rgb(files[0])
+        return VideoFrames(path, [p.stem for p in files], first.shape[:2], files=files)
 
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise ValueError(f"{path}: not a folder of frames and not a video file ({', '.join(VIDEO_EXTENSIONS)})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from steadyseg import __version__
 
     parser.add_argument("--version", action="version", version=f"steadyseg {__version__}")
+    parser.add_argument("--debug", action="store_true", default=None,
+                        help="show the Python traceback of an input error (also: STEADYSEG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:
@@ -90,11 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from steadyseg.errors import USER_ERRORS, user_error_message
+
+    debug = bool(args.debug) or os.environ.get("STEADYSEG_DEBUG", "") not in ("", "0")
     try:
         rc = args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        # Library errors name the file and the problem; show them without a traceback.
-        print(f"steadyseg {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        # Bad inputs (the library names the file and the problem): one line, no traceback unless asked for.
+        # Anything else (KeyError, TypeError, ...) is a bug and keeps its traceback.
+        if debug:
+            raise
+        print(f"steadyseg {args.command}: error: {user_error_message(exc)}", file=sys.stderr)
         return 1
     return int(rc or 0)
 

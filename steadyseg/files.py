@@ -1,18 +1,22 @@
 """Small file helpers shared by every stage: atomic writes, content hashes, resolved-config records.
 
 Outputs are always written atomically (temporary file in the same folder, then ``os.replace``), so a killed job
-never leaves a half-written file where a finished one is expected.
+never leaves a half-written file where a finished one is expected. A killed job may leave its temporary
+(``.<name>.<pid>.<random>.tmp``); :func:`remove_orphan_temporaries` removes those of processes that are gone, and
+the resumable commands call it when they start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -21,12 +25,54 @@ from typing import Any, Iterator
 import numpy as np
 
 
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+"""Names of the temporaries of :func:`atomic_path` / :func:`atomic_dir`: ``.<name>.<pid>.<random>.tmp``."""
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike, *, name: str | None = None,
+                              recursive: bool = False) -> list[Path]:
+    """Remove the temporaries that a killed process left in ``folder`` (``recursive``: and below); returns them.
+
+    Only names of :data:`TEMPORARY_NAME` whose process (``<pid>``, on this machine) no longer runs are removed,
+    so concurrent writers sharing the folder are safe. ``name`` limits it to the temporaries of one output name.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = f".{name}.*.tmp" if name is not None else ".*.tmp"
+    removed = []
+    for p in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        m = TEMPORARY_NAME.match(p.name)
+        if m is None or (name is not None and m["name"] != name) or _process_alive(int(m["pid"])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -38,6 +84,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to write a folder of outputs into; it appears complete or not at all.
+
+    On success the temporary folder is renamed to ``path`` when ``path`` does not exist yet, else its files are
+    moved into ``path`` one by one (each move atomic; other files of ``path`` are kept). On error it is removed,
+    so a failing command leaves no half-written folder. The temporary name is ``.<name>.<pid>.<random>.tmp`` like
+    :func:`atomic_path`'s; the folder of a killed earlier run (its process gone) is removed first.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temporaries(path.parent, name=path.name)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if not path.exists():
+            os.chmod(tmp, 0o777 & ~_umask())
+            os.replace(tmp, path)
+        else:
+            for item in sorted(tmp.rglob("*")):
+                target = path / item.relative_to(tmp)
+                if item.is_dir():
+                    target.mkdir(exist_ok=True)
+                else:
+                    os.replace(item, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

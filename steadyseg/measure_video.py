@@ -81,6 +81,7 @@ def measure_video(*, frames: str | os.PathLike, masks: str | os.PathLike, gt: st
     from steadyseg.datasets.flow import FlowProvider
     from steadyseg.datasets.masks import check_matching, open_masks
     from steadyseg.datasets.video import open_video
+    from steadyseg.errors import InputError
     from steadyseg.measures import inconsistency, median_boundary, smoothness
     from steadyseg.pairs import window_pairs
 
@@ -93,6 +94,8 @@ def measure_video(*, frames: str | os.PathLike, masks: str | os.PathLike, gt: st
         stack = open_masks(path, binary=binary, max_frames=None if max_frames is None else n)
         try:
             check_matching(video, stack)
+        except InputError:  # names the file first already
+            raise
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}") from None
         return stack

@@ -17,6 +17,7 @@ When a data set is missing:
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,42 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"REAL-DATA TESTS NOT RUN: {n} test{'s were' if n != 1 else ' was'} deselected because the real data is missing; they need "
             f"{_what_is_needed(root)}. Under CI=true they fail instead.", yellow=True, bold=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FiftyOne: ONE private mongod per test session (tests/curation, tests/reliability), a unique database, datasets
+# dropped at the end. The FiftyOne variables are set before anything imports fiftyone (FiftyOne reads them at
+# import time), so every test talks to this server only; nothing touches the user's ~/.fiftyone database.
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def fo_env(tmp_path_factory):
+    """Start mongod, point FiftyOne at it (unique database name, tracking off); drop everything afterwards."""
+    from steadyseg.curation.env import start_mongod
+
+    if "fiftyone" in __import__("sys").modules:
+        pytest.fail("fiftyone was imported before the curation test session configured its database")
+    handle = start_mongod(tmp_path_factory.mktemp("mongod"))
+    env = handle.env(f"steadyseg-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import fiftyone as fo
+
+        yield fo
+        fo.delete_datasets("*")
+    finally:
+        handle.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def dataset_name(fo_env, request):
+    """A fresh dataset name for one test; the dataset is deleted after the test."""
+    name = f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
+    yield name
+    if fo_env.dataset_exists(name):
+        fo_env.delete_dataset(name)

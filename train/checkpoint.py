@@ -66,7 +66,8 @@ def torch_load_safe(path: str | os.PathLike, *, what: str, error: type[ValueErro
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise error(f"{path}: cannot load as a weights-only torch checkpoint ({exc})") from None
+        raise error(f"{path}: cannot load as a weights-only torch checkpoint "
+                    f"({type(exc).__name__}: {exc})") from None
 
 
 def read_model(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:

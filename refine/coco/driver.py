@@ -54,6 +54,7 @@ import numpy as np
 
 from steadyseg import files
 from steadyseg.datasets import coco as coco_io
+from steadyseg.errors import InputError
 from steadyseg.refine.coco.annotation import GUARD_POLICIES
 from steadyseg.refine.coco.shards import ShardImage, ShardTask, iter_results, load_shard, shard_path
 
@@ -150,8 +151,11 @@ def _check_resumable(out: Path, fingerprint: str, params: dict[str, Any], *, res
             raise ValueError(f"{out}: already holds a refine-coco run; pass --resume to continue it "
                              "or choose another --out")
         if run_path.is_file():
-            with open(run_path, encoding="utf-8") as f:
-                previous = json.load(f)
+            try:
+                with open(run_path, encoding="utf-8") as f:
+                    previous = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise InputError(run_path, f"unreadable run record ({exc.msg}); delete it to start over") from None
             old = previous.get("parameters", {})
             if previous.get("fingerprint") != fingerprint:
                 diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
@@ -191,6 +195,8 @@ def plan_run(annotations: str | os.PathLike, images: str | os.PathLike, out: str
               "guard": guard, "min_area_ratio": float(min_area_ratio), "shard_size": int(shard_size)}
     fingerprint = _fingerprint(params)
     _check_resumable(out, fingerprint, params, resume=resume)
+    for folder in (out, out / "shards"):  # files a killed run was writing
+        files.remove_orphan_temporaries(folder)
 
     # Group annotations by image (file order); annotations of unknown images fail here.
     images_list = data["images"]
@@ -199,6 +205,7 @@ def plan_run(annotations: str | os.PathLike, images: str | os.PathLike, out: str
         if not isinstance(img, dict) or "id" not in img:
             raise coco_io.CocoFormatError(f"{ann_path}: an entry of 'images' has no 'id': {str(img)[:200]}")
         by_image[img["id"]] = []
+    category_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
     out_anns: list[dict[str, Any] | None] = [None] * len(data["annotations"])
     failures: list[dict[str, Any]] = []
     for index, ann in enumerate(data["annotations"]):
@@ -206,12 +213,17 @@ def plan_run(annotations: str | os.PathLike, images: str | os.PathLike, out: str
             raise coco_io.CocoFormatError(f"{ann_path}: annotation #{index} is not a JSON object")
         if ann.get("image_id") not in by_image:
             msg = f"annotation {ann.get('id')}: unknown image id {ann.get('image_id')!r} (not in {ann_path.name})"
-            failures.append({"index": index, "id": ann.get("id"), "image_id": ann.get("image_id"), "error": msg})
-            out_anns[index] = {**ann, "refine": {"error": msg}}
+        elif ann.get("category_id") not in category_ids:
+            msg = (f"annotation {ann.get('id')}: unknown category id {ann.get('category_id')!r} "
+                   f"(not in {ann_path.name})")
         else:
             by_image[ann["image_id"]].append([index, ann])
+            continue
+        failures.append({"index": index, "id": ann.get("id"), "image_id": ann.get("image_id"), "error": msg,
+                         "file": str(ann_path)})
+        out_anns[index] = {**ann, "refine": {"error": msg}}
     if strict and failures:
-        raise ValueError(failures[0]["error"])
+        raise InputError(ann_path, failures[0]["error"])
 
     n_shards = max(1, math.ceil(len(images_list) / shard_size))
     tasks, done = [], {}
@@ -272,7 +284,8 @@ def run_shards(plan: RunPlan, *, workers: int = 1, scheduler: str | None = None,
     try:
         for result in iter_results(plan.tasks, refiner=local_refiner, workers=int(workers), scheduler=scheduler):
             if strict and result["failures"]:
-                raise ValueError(result["failures"][0]["error"])
+                first = result["failures"][0]
+                raise InputError(first.get("file") or plan.record["inputs"]["annotations"]["path"], first["error"])
             files.atomic_write_json(shard_path(plan.out, result["shard"]), result, indent=None)
             shard_timings.append({"shard": result["shard"], **result["timings"],
                                   "annotations": len(result["annotations"])})
@@ -294,7 +307,8 @@ def assemble(plan: RunPlan, *, shard_timings: list[dict[str, Any]], work_s: floa
             raise ValueError(f"{shard_path(out, k)}: shard missing after the run")
         for index, ann in shard["annotations"]:
             out_anns[index] = ann
-        failures.extend(shard["failures"])
+        failures.extend({**f, "file": f.get("file") or plan.record["inputs"]["annotations"]["path"]}
+                        for f in shard["failures"])
         image_sha.update(shard["image_sha256"])
     missing = [i for i, a in enumerate(out_anns) if a is None]
     if missing:
@@ -363,6 +377,40 @@ def refine_coco(annotations: str | os.PathLike, images: str | os.PathLike, out: 
         The run record (also written to ``out/run.json``).
     """
     t_start = time.perf_counter()
+    existed = Path(out).exists()
+    fresh = not (Path(out) / "run.json").exists() and not (Path(out) / "shards").exists()
+    try:
+        return _refine_coco(t_start, annotations, images, out, refiner=refiner, refiner_kwargs=refiner_kwargs,
+                            checkpoint=checkpoint, context=context, context_min=context_min, threshold=threshold,
+                            guard=guard, min_area_ratio=min_area_ratio, shard_size=shard_size, workers=workers,
+                            scheduler=scheduler, resume=resume, strict=strict, progress=progress)
+    except BaseException:
+        if fresh:
+            _remove_unstarted_run(Path(out), remove_folder=not existed)
+        raise
+
+
+def _remove_unstarted_run(out: Path, *, remove_folder: bool) -> None:
+    """After a failure before any shard was written: remove what the run wrote (run.json, config.yaml, empty
+    folders), so a bad input (a foreign checkpoint, a read-only image) leaves no output behind. A run with
+    finished shards is kept: ``--resume`` continues it."""
+    shards = out / "shards"
+    if shards.is_dir() and any(shards.iterdir()):
+        return
+    for name in ("run.json", "config.yaml"):
+        try:
+            (out / name).unlink()
+        except OSError:  # absent, or `out` is not a folder
+            pass
+    for folder in (shards, out) if remove_folder else (shards,):
+        try:
+            folder.rmdir()
+        except OSError:  # absent, or holds files the run did not write
+            pass
+
+
+def _refine_coco(t_start, annotations, images, out, *, refiner, refiner_kwargs, checkpoint, context, context_min,
+                 threshold, guard, min_area_ratio, shard_size, workers, scheduler, resume, strict, progress):
     plan = plan_run(annotations, images, out, refiner=refiner, refiner_kwargs=refiner_kwargs, checkpoint=checkpoint,
                     context=context, context_min=context_min, threshold=threshold, guard=guard,
                     min_area_ratio=min_area_ratio, shard_size=shard_size, workers=workers, scheduler=scheduler,

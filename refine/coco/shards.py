@@ -132,7 +132,7 @@ def process_shard(task: ShardTask, refiner: Refiner | None = None) -> dict[str, 
             except (ValueError, OSError) as exc:
                 msg = str(exc)
                 failures.append({"index": index, "id": ann.get("id"), "image_id": ann.get("image_id"),
-                                 "error": msg})
+                                 "error": msg, **({"file": str(path)} if image_error is not None else {})})
                 new = {**ann, "refine": {"error": msg}}
             results.append([index, new])
         t_refine += time.perf_counter() - t0

@@ -179,7 +179,7 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
 
     from steadyseg.datasets.masks import check_matching, open_masks
     from steadyseg.datasets.video import open_video
-    from steadyseg.files import save_resolved_config
+    from steadyseg.files import atomic_dir, save_resolved_config
 
     masks = open_masks(masks_path, binary=binary, max_frames=max_frames)
     n = len(masks)
@@ -197,7 +197,6 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
             palette = im.getpalette()
     hard = masks.reading != "soft-probs"
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**(WGF_DEFAULTS if method == "wgf" else GAUSS_DEFAULTS),
                 **{k: v for k, v in params.items() if v is not None}}
     config = dict(command=f"postprocess {method}", method=method, params=resolved, masks=str(masks_path),
@@ -210,8 +209,10 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
 
     stream = filter_probabilities(probs_iter(), method=method,
                                   frames=frames, **params)
-    for i, q in enumerate(tqdm(stream, total=n, desc=f"postprocess {method}", unit="frame", disable=not progress)):
-        void = (masks[i] == VOID) if hard else None
-        write_mask(out_dir / masks.names[i], q, reading=masks.reading, void=void, palette=palette)
-    save_resolved_config(out_dir, config)
+    with atomic_dir(out_dir) as tmp_out:  # the folder appears complete, or not at all (a corrupt mask mid-video)
+        for i, q in enumerate(tqdm(stream, total=n, desc=f"postprocess {method}", unit="frame",
+                                   disable=not progress)):
+            void = (masks[i] == VOID) if hard else None
+            write_mask(tmp_out / masks.names[i], q, reading=masks.reading, void=void, palette=palette)
+        save_resolved_config(tmp_out, config)
     return config

@@ -90,7 +90,8 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
     from tqdm.auto import tqdm
 
     from steadyseg.datasets.masks import write_label_png
-    from steadyseg.files import atomic_write_bytes, atomic_write_json, atomic_write_text, save_resolved_config
+    from steadyseg.files import (atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                 save_resolved_config)
 
     masks_dir, frames_dir, out = Path(masks), Path(frames), Path(out)
     labels, names, binary = load_masks(masks_dir, max_frames)
@@ -104,46 +105,49 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
     grid = make_grid(labels, seed=seed, erosion_levels=erosion_levels, displacement_levels=displacement_levels,
                      grid=cells, progress=progress)
 
-    name = name or masks_dir.name
-    videos = {}
-    for (i, j), seq in tqdm(grid.items(), desc="writing masks", disable=not progress):
-        folder = out / cell_name(i, j)
-        for t, m in enumerate(seq):
-            write_label_png(folder / f"{names[t]}.png", m, reading="davis2016-binary" if binary else "label-png")
-        videos[f"{name}/{cell_name(i, j)}"] = {
-            "accuracy_level": i, "consistency_level": j, "erosion_px": erosion_levels[i],
-            "displacement_px": displacement_levels[j], "path": cell_name(i, j)}
-    mid = len(labels) // 2
-    bgr = np.ascontiguousarray(np.asarray(video[mid])[..., ::-1])
-    montage = preview_montage(bgr, {c: s[mid] for c, s in grid.items()}, erosion_levels, displacement_levels)
-    atomic_write_bytes(out / "preview.png", encode_png(montage))
-    record: dict[str, Any] = {
-        "masks": str(masks_dir), "frames": str(frames_dir), "n_frames": len(labels),
-        "size": list(labels.shape[1:]), "seed": seed, "name": name,
-        "erosion_levels": list(erosion_levels), "displacement_levels": list(displacement_levels),
-        "cells": list(cells), "erosion_direction": list(erosion_direction(seed)),
-        "mask_format": "{0,255}" if binary else "labels", "preview_frame": mid, "videos": videos}
-    atomic_write_json(out / "grid.json", record)
-    config = {k: v for k, v in record.items() if k != "videos"}
-    config.update({"measure": True} if measure else {})
-    config.update({"flow_cache": str(flow_cache)} if flow_cache is not None else {})
-    save_resolved_config(out, config)
-    if not measure:
-        return record
+    # Everything is written into a temporary folder beside `out`, renamed when complete: a failure (a corrupt
+    # frame, a full disk) leaves no half-written grid.
+    with atomic_dir(out) as out:
+        name = name or masks_dir.name
+        videos = {}
+        for (i, j), seq in tqdm(grid.items(), desc="writing masks", disable=not progress):
+            folder = out / cell_name(i, j)
+            for t, m in enumerate(seq):
+                write_label_png(folder / f"{names[t]}.png", m, reading="davis2016-binary" if binary else "label-png")
+            videos[f"{name}/{cell_name(i, j)}"] = {
+                "accuracy_level": i, "consistency_level": j, "erosion_px": erosion_levels[i],
+                "displacement_px": displacement_levels[j], "path": cell_name(i, j)}
+        mid = len(labels) // 2
+        bgr = np.ascontiguousarray(np.asarray(video[mid])[..., ::-1])
+        montage = preview_montage(bgr, {c: s[mid] for c, s in grid.items()}, erosion_levels, displacement_levels)
+        atomic_write_bytes(out / "preview.png", encode_png(montage))
+        record: dict[str, Any] = {
+            "masks": str(masks_dir), "frames": str(frames_dir), "n_frames": len(labels),
+            "size": list(labels.shape[1:]), "seed": seed, "name": name,
+            "erosion_levels": list(erosion_levels), "displacement_levels": list(displacement_levels),
+            "cells": list(cells), "erosion_direction": list(erosion_direction(seed)),
+            "mask_format": "{0,255}" if binary else "labels", "preview_frame": mid, "videos": videos}
+        atomic_write_json(out / "grid.json", record)
+        config = {k: v for k, v in record.items() if k != "videos"}
+        config.update({"measure": True} if measure else {})
+        config.update({"flow_cache": str(flow_cache)} if flow_cache is not None else {})
+        save_resolved_config(out, config)
+        if not measure:
+            return record
 
-    import tempfile
+        import tempfile
 
-    from steadyseg.datasets.flow import FlowProvider
+        from steadyseg.datasets.flow import FlowProvider
 
-    # The cells share every flow: keep them on disk (the given cache, else a temporary one) so each flow is
-    # computed once without holding all of them in memory.
-    with tempfile.TemporaryDirectory(prefix="steadyseg-study-flow-") as tmp:
-        provider = FlowProvider(video, backend="dis", cache_dir=flow_cache or tmp)
-        values = evaluate_grid(grid, provider, labels, progress=progress)
-    lines = ["video," + ",".join(GRID_MEASURES)]
-    for (i, j), v in values.items():
-        lines.append(f"{name}/{cell_name(i, j)}," + ",".join(f"{v[m]:.6g}" for m in GRID_MEASURES))
-    atomic_write_text(out / "measures.csv", "\n".join(lines) + "\n")
-    axes = {m: grid_axis_correlations({cell: v[m] for cell, v in values.items()}) for m in GRID_MEASURES}
-    atomic_write_json(out / "measures_axes.json", axes)
-    return {**record, "measures": {cell_name(*cell): v for cell, v in values.items()}, "measures_axes": axes}
+        # The cells share every flow: keep them on disk (the given cache, else a temporary one) so each flow is
+        # computed once without holding all of them in memory.
+        with tempfile.TemporaryDirectory(prefix="steadyseg-study-flow-") as tmp:
+            provider = FlowProvider(video, backend="dis", cache_dir=flow_cache or tmp)
+            values = evaluate_grid(grid, provider, labels, progress=progress)
+        lines = ["video," + ",".join(GRID_MEASURES)]
+        for (i, j), v in values.items():
+            lines.append(f"{name}/{cell_name(i, j)}," + ",".join(f"{v[m]:.6g}" for m in GRID_MEASURES))
+        atomic_write_text(out / "measures.csv", "\n".join(lines) + "\n")
+        axes = {m: grid_axis_correlations({cell: v[m] for cell, v in values.items()}) for m in GRID_MEASURES}
+        atomic_write_json(out / "measures_axes.json", axes)
+        return {**record, "measures": {cell_name(*cell): v for cell, v in values.items()}, "measures_axes": axes}

@@ -1,49 +1,9 @@
-"""Curation test setup: ONE private mongod per test session, a unique database, datasets dropped at the end.
-
-The FiftyOne variables are set before anything imports fiftyone (FiftyOne reads them at import time), so every
-curation test talks to this server only; nothing touches the user's ~/.fiftyone database.
-"""
+"""Curation test data. The private mongod (``fo_env``) and ``dataset_name`` fixtures live in tests/conftest.py,
+shared with tests/reliability (one mongod per test session)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
-
-from steadyseg.curation.env import start_mongod
-
-
-@pytest.fixture(scope="session")
-def fo_env(tmp_path_factory):
-    """Start mongod, point FiftyOne at it (unique database name, tracking off); drop everything afterwards."""
-    if "fiftyone" in __import__("sys").modules:
-        pytest.fail("fiftyone was imported before the curation test session configured its database")
-    handle = start_mongod(tmp_path_factory.mktemp("mongod"))
-    env = handle.env(f"steadyseg-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import fiftyone as fo
-
-        yield fo
-        fo.delete_datasets("*")
-    finally:
-        handle.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture
-def dataset_name(fo_env, request):
-    """A fresh dataset name for one test; the dataset is deleted after the test."""
-    name = f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
-    yield name
-    if fo_env.dataset_exists(name):
-        fo_env.delete_dataset(name)
 
 
 def _square(h, w, y0, x0, size):
