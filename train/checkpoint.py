@@ -20,6 +20,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from steadyseg.train.decoder import build_decoder_from_config
+
 __all__ = ["MODEL_FORMAT", "MODEL_KINDS", "save_model", "read_model", "load_model", "build_teacher_from_config",
            "torch_load_safe"]
 
@@ -37,6 +39,7 @@ def build_teacher_from_config(config: dict[str, Any]) -> nn.Module:
 #: model kind → builder(config) → nn.Module (untrained); one line per trainable model kind of the project
 MODEL_KINDS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "teacher": build_teacher_from_config,
+    "decoder": build_decoder_from_config,
 }
 
 

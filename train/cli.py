@@ -13,6 +13,8 @@ import importlib
 # name -> (module with add_arguments/main, one-line help)
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "teacher": ("steadyseg.train.teacher_cli", "train a DeepLabV3 / LRASPP teacher on a COCO file"),
+    "decoder": ("steadyseg.train.decoder_cli", "train the multi-input decoder with the consistency loss on video"),
+    "ti": ("steadyseg.train.ti_cli", "train the TI baseline (one-input decoder, transform-invariance loss)"),
 }
 
 

@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steadyseg.train.decoder_predict import DecoderPredictor
+
 __all__ = ["FramewisePredictor", "PREDICTORS", "predict_video", "PREDICT_DEFAULTS"]
 
 PREDICT_DEFAULTS: dict[str, Any] = {"probs": False, "foreground": False, "batch_size": 4, "device": None,
-                                    "amp": True, "progress": True}
+                                    "amp": True, "progress": True, "teacher": None}
 
 
 class FramewisePredictor:
@@ -82,7 +84,10 @@ class FramewisePredictor:
 #: model kind → predictor factory(model, config, device, *, amp); the decoder / video-model stages add theirs
 PREDICTORS: dict[str, Callable[..., Any]] = {
     "teacher": FramewisePredictor,
+    "decoder": DecoderPredictor,  # also takes teacher= (the teacher's output of the video) and writes its format
 }
+#: kinds whose predictor corrects a teacher's output (``teacher=``, ``--teacher DIR``)
+TEACHER_INPUT_KINDS = {"decoder"}
 
 
 def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
@@ -94,7 +99,9 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
         frames: a folder of frames or a video file (read lazily with :func:`steadyseg.datasets.video.open_video`).
         out: output folder.
         **kwargs: keys of :data:`PREDICT_DEFAULTS`: ``probs`` (write ``probs/*.npz``), ``foreground`` (two-class
-            output), ``batch_size``, ``device`` (None → CUDA when available), ``amp``, ``progress``.
+            output), ``batch_size``, ``device`` (None → CUDA when available), ``amp``, ``progress``,
+            ``teacher`` (kinds in :data:`TEACHER_INPUT_KINDS`: the teacher's output of the video; their masks are
+            written in the teacher's format).
 
     Returns:
         the ``predict.json`` record.
@@ -115,7 +122,11 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
     kind, config, model = load_model(checkpoint, device=device)
     if kind not in PREDICTORS:
         raise ValueError(f"{checkpoint}: no predictor for model kind {kind!r}; known: {sorted(PREDICTORS)}")
-    predictor = PREDICTORS[kind](model, config, device, amp=bool(cfg["amp"]))
+    if (cfg["teacher"] is not None) != (kind in TEACHER_INPUT_KINDS):
+        raise ValueError(f"{checkpoint}: a {kind} model " + ("corrects a teacher's output: give --teacher DIR"
+                                                             if kind in TEACHER_INPUT_KINDS else "takes no --teacher"))
+    teacher_arg = {"teacher": cfg["teacher"]} if kind in TEACHER_INPUT_KINDS else {}
+    predictor = PREDICTORS[kind](model, config, device, amp=bool(cfg["amp"]), **teacher_arg)
     video = open_video(frames)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +147,8 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
         else:
             labels = p.argmax(axis=0).astype(np.uint8)
         stem = video.names[i]
-        write_label_png(out / f"{stem}.png", labels, reading="palette-ids", palette=palette)
+        write_label_png(out / f"{stem}.png", labels, reading=getattr(predictor, "reading", "palette-ids"),
+                        palette=getattr(predictor, "palette", None) or palette)
         if cfg["probs"]:
             atomic_save_npz(out / "probs" / f"{stem}.npz", probs=np.clip(p, 0.0, 1.0).astype(np.float16))
         if bar is not None:

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="FILE", help="RUN/model.pt of a trained model")
     parser.add_argument("--frames", required=True, metavar="DIR", help="folder of frames or a video file")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--teacher", default=None, metavar="DIR",
+                        help="decoder models: the teacher's masks or probabilities of these frames")
     parser.add_argument("--probs", action="store_true", default=None,
                         help="also write probs/<stem>.npz, (C, H, W) float16")
     parser.add_argument("--foreground", action="store_true", default=None,
@@ -32,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from steadyseg.train.predict import predict_video
 
     rec = predict_video(args.checkpoint, args.frames, args.out, progress=not args.quiet,
-                        **set_flags(args, ["probs", "foreground", "batch_size", "device", "amp"]))
+                        **set_flags(args, ["probs", "foreground", "batch_size", "device", "amp", "teacher"]))
     print(f"predict ({rec['kind']}): {rec['count']} frames of {rec['size'][1]}x{rec['size'][0]}, "
           f"{rec['num_classes']} classes, {rec['fps']:.2f} frames/s; wrote {args.out}")
     return 0

@@ -1,0 +1,173 @@
+"""The multi-input decoder: exact answers of the model, the loss and the training windows (no training here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steadyseg.datasets.synthetic import make_moving_shapes_video, write_video_folder
+from steadyseg.train.decoder import (MultiInputDecoder, build_decoder, build_decoder_from_config, soften_onehot,
+                                     teacher_logits)
+from steadyseg.train.decoder_data import load_decoder_video, resize_flow, sample_window
+from steadyseg.train.decoder_training import DecoderLoss, decoder_losses
+
+
+def _onehot(labels: torch.Tensor, c: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels.long(), c).movedim(-1, -3).float()
+
+
+def test_untrained_decoder_returns_the_teacher_exactly():
+    torch.manual_seed(0)
+    model = build_decoder(num_classes=3, inputs=5)
+    frames = torch.rand(2, 5, 3, 37, 45)
+    probs = soften_onehot(_onehot(torch.randint(0, 3, (2, 5, 37, 45)), 3), confidence=0.9)
+    logits = model(frames, probs)
+    assert logits.shape == (2, 5, 3, 37, 45)
+    assert torch.equal(logits, teacher_logits(probs))
+    torch.testing.assert_close(logits.softmax(dim=2), probs, rtol=0, atol=1e-6)
+    soft = torch.rand(2, 5, 3, 37, 45).softmax(dim=2)  # soft teachers too
+    torch.testing.assert_close(model(frames, soft).softmax(dim=2), soft, rtol=0, atol=1e-6)
+
+
+def test_soften_onehot_values_and_void():
+    onehot = np.zeros((3, 1, 3), np.float32)
+    onehot[0, 0, 0] = onehot[2, 0, 1] = 1.0  # pixel 2 is void (all-zero column)
+    p = soften_onehot(onehot, confidence=0.8)
+    np.testing.assert_allclose(p[:, 0, 0], [0.8, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(p[:, 0, 1], [0.1, 0.1, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(p[:, 0, 2], [1 / 3] * 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="confidence"):
+        soften_onehot(onehot, confidence=0.3)
+
+
+def test_encode_decode_equal_correction_and_channels_grow_with_inputs():
+    torch.manual_seed(1)
+    model = build_decoder(num_classes=2, inputs=3, width=8, hidden=4)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    frames, probs = torch.rand(1, 3, 3, 20, 24), torch.rand(1, 3, 2, 20, 24).softmax(dim=2)
+    torch.testing.assert_close(model.correction(frames, probs), model.decode(model.encode(frames, probs)))
+    assert model.correction(frames, probs).shape == (1, 3, 2, 5, 6)
+    assert model.joint[0][0].in_channels == 3 * 2 * 8 and model.head.out_channels == 3 * 2
+    wide = build_decoder(num_classes=2, inputs=7, width=8, hidden=4)
+    assert wide.joint[0][0].in_channels == 7 * 2 * 8 and wide.head.out_channels == 7 * 2
+    cfg = {"num_classes": 2, "inputs": 3, "encoder": "small", "width": 8, "hidden": 4, "eps": 1e-4}
+    rebuilt = build_decoder_from_config(cfg)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(rebuilt(frames, probs), model(frames, probs))
+
+
+def test_decoder_shape_errors():
+    model = MultiInputDecoder(num_classes=2, inputs=3)
+    with pytest.raises(ValueError, match="frames B×3×3×H×W"):
+        model(torch.rand(1, 4, 3, 16, 16), torch.rand(1, 4, 2, 16, 16))
+    with pytest.raises(ValueError, match="teacher probs"):
+        model(torch.rand(1, 3, 3, 16, 16), torch.rand(1, 3, 5, 16, 16))
+    with pytest.raises(ValueError, match="differ in size"):
+        model(torch.rand(1, 3, 3, 16, 16), torch.rand(1, 3, 2, 16, 20))
+    with pytest.raises(ValueError, match="encoder"):
+        MultiInputDecoder(num_classes=2, encoder="resnet")
+    with pytest.raises(ValueError, match="num_classes"):
+        MultiInputDecoder(num_classes=1)
+    with pytest.raises(ValueError, match="decoder config lacks"):
+        build_decoder_from_config({"num_classes": 2})
+
+
+def test_resize_flow_scales_vectors():
+    flow = np.zeros((64, 80, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 4.0, -2.0
+    small = resize_flow(flow, (32, 20))
+    assert small.shape == (32, 20, 2)
+    np.testing.assert_allclose(small[..., 0], 1.0)   # 4 px × 20/80
+    np.testing.assert_allclose(small[..., 1], -1.0)  # −2 px × 32/64
+
+
+@pytest.fixture(scope="module")
+def perfect_video(tmp_path_factory):
+    """Integer motion and exact labels as the teacher: bilinear warps of one-hot masks are exact shifts."""
+    v = make_moving_shapes_video(num_frames=8, height=48, width=64, num_objects=2, flicker_px=0, seed=4,
+                                 integer_motion=True)
+    paths = write_video_folder(v, tmp_path_factory.mktemp("perfect"))
+    return v, paths
+
+
+@pytest.mark.parametrize("crop, hflip", [(None, 0.0), (None, 1.0), ((32, 40), 1.0)])
+def test_perfect_teacher_windows_are_consistent(perfect_video, crop, hflip):
+    """With exact, constant labels the consistency loss of the teacher is 0 on any window, flipped or cropped."""
+    v, paths = perfect_video
+    video = load_decoder_video(paths["frames"], paths["annotations"], inputs=4, num_classes=3, confidence=1.0,
+                               flows=v.flows)
+    assert video.labels is not None and np.array_equal(video.labels, v.labels.astype(np.uint8))
+    for step in range(3):
+        w = sample_window([video], inputs=4, seed=0, step=step, index=0, crop=crop, hflip_prob=hflip)
+        probs = w.probs[None]
+        terms = decoder_losses(teacher_logits(probs, eps=1e-9), w.labels[None], w.flows, w.valid, lambda_data=0.5)
+        assert terms["consistency"] < 1e-6
+        assert terms["valid_fraction"] > 0.5
+        if crop is not None:
+            assert w.frames.shape[-2:] == crop
+
+
+def test_sample_window_is_a_function_of_seed_step_index(perfect_video):
+    v, paths = perfect_video
+    video = load_decoder_video(paths["frames"], paths["predictions"], inputs=3, num_classes=3, flows=v.flows)
+    a = sample_window([video, video], inputs=3, seed=5, step=7, index=1, crop=(24, 24))
+    b = sample_window([video, video], inputs=3, seed=5, step=7, index=1, crop=(24, 24))
+    assert (a.video, a.start) == (b.video, b.start) and torch.equal(a.frames, b.frames)
+    assert all(torch.equal(a.valid[k], b.valid[k]) for k in a.valid)
+    starts = {(w.video, w.start) for w in (sample_window([video, video], inputs=3, seed=5, step=s, index=0)
+                                           for s in range(40))}
+    assert {vi for vi, _ in starts} == {0, 1} and {s for _, s in starts} <= set(range(6))
+
+
+def test_consistency_gradient_moves_the_decoder(perfect_video):
+    """The flicker of a shifted mask gives a nonzero consistency loss whose gradient reaches the decoder's head."""
+    v, paths = perfect_video
+    video = load_decoder_video(paths["frames"], paths["predictions"], inputs=3, num_classes=3, flows=v.flows)
+    w = sample_window([video], inputs=3, seed=0, step=0, index=0, hflip_prob=0.0)
+    w.probs[1] = w.probs[1].roll(2, dims=-1)  # frame 1 shifted by 2 px: inconsistent with its neighbours
+    model = build_decoder(num_classes=3, inputs=3, width=4, hidden=4)
+    terms = DecoderLoss(lambda_data=0.5)(model(w.frames[None], w.probs[None]), w.probs[None], w.flows, w.valid)
+    assert set(terms) == {"consistency", "data", "total", "valid_fraction"}
+    assert terms["consistency"] > 0.1
+    torch.testing.assert_close(terms["total"], terms["consistency"] + terms["data"])
+    terms["total"].backward()
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_teacher_with_too_many_classes_is_refused(perfect_video):
+    v, paths = perfect_video
+    with pytest.raises(ValueError, match=str(paths["predictions"]) + ".*does not fit 2 classes"):
+        load_decoder_video(paths["frames"], paths["predictions"], inputs=3, num_classes=2, flows=v.flows)
+
+
+def test_neighbour_guide_zero_flow_and_missing_neighbours():
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide
+
+    assert guide_offsets(7) == [-3, -2, -1, 1, 2, 3] and guide_offsets(2) == []
+    p = torch.rand(2, 6, 8).softmax(dim=0)
+    valid = torch.ones(6, 8, dtype=torch.bool)
+    valid[0] = False
+    g = neighbour_guide([None, (p, torch.zeros(2, 6, 8), valid)], num_classes=2)
+    assert g.shape == (6, 6, 8)
+    assert torch.equal(g[:3], torch.zeros(3, 6, 8))              # a neighbour outside the video
+    torch.testing.assert_close(g[3:5, 1:], p[:, 1:])             # zero flow: the neighbour itself
+    assert torch.equal(g[3:5, 0], torch.zeros(2, 8)) and torch.equal(g[5], valid.float())
+    shift = torch.zeros(2, 6, 8)
+    shift[0] = 1.0                                               # F[t→n] = +1 px in x: reads the pixel to the right
+    g = neighbour_guide([(p, shift, torch.ones(6, 8, dtype=torch.bool))], num_classes=2)
+    torch.testing.assert_close(g[:2, :, :7], p[:, :, 1:])
+
+
+def test_flow_guided_decoder_needs_its_guide_and_starts_as_the_teacher():
+    model = build_decoder(num_classes=2, inputs=5, flow_guided=True)
+    assert model.guide_channels == 4 * 3
+    frames, probs = torch.rand(1, 5, 3, 16, 20), torch.rand(1, 5, 2, 16, 20).softmax(dim=2)
+    with pytest.raises(ValueError, match="needs guide"):
+        model(frames, probs)
+    with pytest.raises(ValueError, match="not flow-guided"):
+        build_decoder(num_classes=2, inputs=5)(frames, probs, torch.rand(1, 5, 12, 16, 20))
+    out = model(frames, probs, torch.rand(1, 5, 12, 16, 20))
+    torch.testing.assert_close(out.softmax(dim=2), probs, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="inputs >= 3"):
+        build_decoder(num_classes=2, inputs=2, flow_guided=True)

@@ -1,0 +1,365 @@
+"""Training data of the multi-input decoder: videos + teacher outputs + flows at the training size, random windows.
+
+A :class:`DecoderVideo` holds one video at the training size in memory — frames ``(T, h, w, 3) uint8`` and the
+teacher's probabilities ``(T, C, h, w) float16`` — and a :class:`PairFlows` store that gives, for every ordered
+pair ``(p, q)`` with ``1 ≤ |p − q| ≤ N − 1``, the flow ``F[p→q]`` at the training size and the validity mask
+``M[q→p]`` on the pixels of ``p`` (:func:`steadyseg.warp.valid_mask_torch`), each computed once.
+
+Resizing (``size=(h, w)`` smaller than the video): frames, probabilities and flows are resampled on the same pixel
+grid (``cv2.INTER_AREA``, pixel centres at ``(i + 0.5)·H/h − 0.5``), and flow vectors are scaled by ``w/W`` (dx)
+and ``h/H`` (dy), so a resized flow maps resized frame ``p`` onto resized frame ``q``. The validity masks are
+computed from the resized flows.
+
+Flows come from :class:`steadyseg.datasets.flow.FlowProvider` (computed once into its disk cache, in parallel),
+or from any callable ``flows(p, q) → (H, W, 2)`` given instead (e.g. the exact flow of a synthetic video). Resized
+flows go to a second :class:`~steadyseg.datasets.flow.FlowCache` under ``cache_dir/resized`` (keyed by the
+full-resolution flow's key and the size) when a cache is used, else they are kept in memory.
+
+:func:`sample_window` draws one training window: a uniformly random window of N consecutive frames among every
+window of every video, optionally a random crop and a horizontal flip (flow dx negated, validity flipped, and
+pixels whose correspondence leaves the crop marked invalid). Every random choice is a function of
+``(seed, step, index)`` only, so training resumes exactly and a DDP run sees the same samples as one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
+           "sample_window", "video_guide", "Window", "teacher_format", "read_teacher_probs"]
+
+FlowFn = Callable[[int, int], np.ndarray]
+
+
+def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An ``(H, W, 2)`` float32 flow (dx, dy pixels) resampled to ``size = (h, w)`` with vectors scaled by w/W, h/H."""
+    h, w = int(size[0]), int(size[1])
+    fh, fw = flow.shape[:2]
+    if (fh, fw) == (h, w):
+        return np.ascontiguousarray(flow, dtype=np.float32)
+    out = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    out[..., 0] *= w / fw
+    out[..., 1] *= h / fh
+    return out
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """An ``(H, W, 3) uint8`` frame resampled to ``size = (h, w)`` (``cv2.INTER_AREA``); ``None`` keeps it."""
+    if size is None or img.shape[:2] == tuple(size):
+        return img
+    return cv2.resize(img, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
+
+
+def resize_probs(p: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``(C, H, W)`` float probabilities → ``(C, h, w)`` float32 (``cv2.INTER_AREA``), renormalised to sum 1 per
+    pixel; ``None`` keeps them."""
+    if size is None or p.shape[1:] == tuple(size):
+        return p
+    chans = [cv2.resize(np.ascontiguousarray(c, dtype=np.float32), (int(size[1]), int(size[0])),
+                        interpolation=cv2.INTER_AREA) for c in p]
+    out = np.stack(chans)
+    return out / np.maximum(out.sum(axis=0, keepdims=True), 1e-12)
+
+
+def teacher_format(masks) -> dict[str, Any]:
+    """How to write masks like the teacher's: ``{"reading", "palette"}`` for :func:`write_label_png`.
+
+    Soft teachers (``.npy``/``.npz``) are written as palette PNGs (palette ``None``: the caller's default).
+    """
+    reading = masks.reading
+    if reading == "soft-probs":
+        return {"reading": "palette-ids", "palette": None}
+    palette = None
+    if reading == "palette-ids":
+        from PIL import Image
+
+        with Image.open(masks.mask_path(0)) as im:
+            palette = im.getpalette()
+    return {"reading": reading, "palette": palette}
+
+
+def read_teacher_probs(masks, i: int, *, num_classes: int, confidence: float) -> np.ndarray:
+    """``(C, H, W) float32`` teacher probabilities of frame ``i``: stored ones, or hard labels softened.
+
+    Raises ``ValueError`` naming the teacher folder when the teacher's class count differs from ``num_classes``.
+    """
+    from steadyseg.labels import VOID
+    from steadyseg.train.decoder import soften_onehot
+
+    if masks.reading == "soft-probs":
+        p = masks.probs(i)
+        if p.shape[0] != num_classes:
+            raise ValueError(f"{masks.source}: the teacher has {p.shape[0]} classes but {num_classes} are expected "
+                             f"(frame {masks.names[i]})")
+        return p
+    labels = masks[i]
+    top = int(labels[labels != VOID].max(initial=0))
+    if top >= num_classes:
+        raise ValueError(f"{masks.source}: teacher label {top} in frame {masks.names[i]} does not fit "
+                         f"{num_classes} classes (labels 0..{num_classes - 1} expected)")
+    onehot = (labels[None] == np.arange(num_classes, dtype=labels.dtype)[:, None, None]).astype(np.float32)
+    return soften_onehot(onehot, confidence=confidence).astype(np.float32, copy=False)  # void: no class matches
+
+
+class PairFlows:
+    """Flows and validity masks of one video at the training size, for every pair with ``1 ≤ |p − q| ≤ window``.
+
+    ``get(p, q)`` → ``(F[p→q] (h, w, 2) float32, M[q→p] (h, w) bool)``: the flow from ``p`` to ``q`` and the valid
+    mask on the pixels of ``p`` for warping ``q``'s data into ``p`` (both on the pixel grid of frame ``p``).
+
+    Args:
+        flows: ``flows(p, q) → (H, W, 2) float32`` at the video's full size (a FlowProvider or an exact flow).
+        num_frames: T.
+        size: training ``(h, w)``.
+        window: largest ``|p − q|`` needed (N − 1).
+        cache: optional :class:`~steadyseg.datasets.flow.FlowCache` for the resized flows (else in memory);
+            needs ``key(p, q)`` on ``flows`` (a FlowProvider).
+        progress: a progress bar while the masks are computed.
+    """
+
+    def __init__(self, flows: FlowFn, *, num_frames: int, size: tuple[int, int], window: int, cache=None,
+                 progress: bool = False):
+        from steadyseg.warp import valid_mask_torch
+
+        self.size = (int(size[0]), int(size[1]))
+        self.window = int(window)
+        self._cache = cache
+        self._keys: dict[tuple[int, int], str] = {}
+        self._memory: dict[tuple[int, int], np.ndarray] = {}
+        self._valid: dict[tuple[int, int], np.ndarray] = {}  # packed bits of M[q→p] on frame p's pixels
+        pairs = [(p, q) for p in range(num_frames) for q in range(p + 1, min(num_frames, p + self.window + 1))]
+        bar = None
+        if progress and pairs:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pairs), desc="flows at training size", unit="pair")
+        tag = f"resized:{self.size[0]}x{self.size[1]}:area"
+        for p, q in pairs:
+            got = {}
+            for a, b in ((p, q), (q, p)):
+                flow = None
+                if cache is not None:
+                    key = hashlib.sha256(f"{flows.key(a, b)}|{tag}".encode()).hexdigest()
+                    self._keys[(a, b)] = key
+                    flow = cache.get(key, shape=self.size)
+                if flow is None:
+                    flow = resize_flow(np.asarray(flows(a, b), dtype=np.float32), self.size)
+                    if cache is not None:
+                        cache.put(self._keys[(a, b)], flow)
+                    else:
+                        self._memory[(a, b)] = flow
+                got[(a, b)] = torch.from_numpy(flow).permute(2, 0, 1)[None]
+            # M[q→p] on p's pixels uses F[p→q] (p's pixels into q) and F[q→p]
+            m_qp = valid_mask_torch(got[(p, q)], got[(q, p)])[0, 0].numpy()
+            m_pq = valid_mask_torch(got[(q, p)], got[(p, q)])[0, 0].numpy()
+            self._valid[(p, q)] = np.packbits(m_qp)
+            self._valid[(q, p)] = np.packbits(m_pq)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def get(self, p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+        if (p, q) not in self._valid:
+            raise KeyError(f"no flow for the pair ({p}, {q}) (window {self.window})")
+        if self._cache is not None:
+            flow = self._cache.get(self._keys[(p, q)], shape=self.size)
+            if flow is None:
+                raise FileNotFoundError(f"{self._cache.root}: resized flow of the pair ({p}, {q}) disappeared from "
+                                        "the cache during training")
+        else:
+            flow = self._memory[(p, q)]
+        h, w = self.size
+        valid = np.unpackbits(self._valid[(p, q)], count=h * w).reshape(h, w).astype(bool)
+        return flow, valid
+
+
+@dataclass
+class DecoderVideo:
+    """One training video at the training size: ``frames (T, h, w, 3) uint8``, ``probs (T, C, h, w) float16``
+    (the teacher's, summing to 1; hard teachers softened), ``labels (T, h, w) uint8`` (hard teachers only: their
+    labels, nearest-neighbour resized, 255 = void; ``None`` for soft teachers), the ``pairs`` store and its
+    source folders."""
+
+    frames: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray | None
+    pairs: PairFlows
+    frames_source: str
+    teacher_source: str
+    features: np.ndarray | None = None  # (T, C_b, h', w') float16 frozen-backbone features (encoder "deeplabv3")
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *, inputs: int, num_classes: int,
+                       size: tuple[int, int] | None = None, confidence: float = 0.9, binary: bool = False,
+                       flows: FlowFn | None = None, flow_backend: str = "dis", flow_preset: str = "medium",
+                       cache_dir: str | os.PathLike | None = None, n_jobs: int = 1,
+                       progress: bool = False, backbone=None,
+                       feature_cache: str | os.PathLike | None = None) -> DecoderVideo:
+    """Open a video and its teacher output, check they match, and prepare everything at the training size.
+
+    Args:
+        frames: folder of frames (or a video file).
+        teacher: the teacher's per-frame output for those frames (any :func:`open_masks` input).
+        inputs: N, frames per window (flows are prepared for ``|p − q| ≤ N − 1``).
+        num_classes: C.
+        size: training ``(h, w)``; ``None`` = the video's size.
+        confidence: probability of the label for hard teacher masks (:func:`soften_onehot`).
+        binary: collapse object ids 1..254 of the teacher to 1 (and soft teachers to background/foreground).
+        flows: ``flows(p, q) → (H, W, 2)`` at full size instead of computing optical flow.
+        flow_backend, flow_preset: :class:`~steadyseg.datasets.flow.FlowProvider`'s ``backend`` / ``preset``.
+        cache_dir: flow cache folder (full-resolution flows, and resized ones under ``resized/``); ``None`` with
+            computed flows keeps everything in memory.
+        n_jobs: parallel flow workers.
+        progress: progress bars.
+        backbone: a :class:`~steadyseg.train.decoder_backbone.FrozenBackbone` (encoder ``"deeplabv3"``): its
+            features of the training-size frames are computed (cached under ``feature_cache/features``).
+        feature_cache: folder of the feature cache (``None``: not cached).
+
+    Raises:
+        ValueError: frame and teacher counts or sizes differ (naming both folders), fewer than ``inputs`` frames,
+            a teacher class count that differs from ``num_classes``.
+    """
+    from steadyseg.datasets.flow import FlowCache, FlowProvider
+    from steadyseg.pairs import window_pairs
+    from steadyseg.datasets.masks import check_matching, open_masks
+    from steadyseg.datasets.video import open_video
+
+    video = open_video(frames)
+    masks = open_masks(teacher, binary=binary)
+    check_matching(video, masks)
+    t = len(video)
+    if t < inputs:
+        raise ValueError(f"{video.source}: {t} frames, fewer than the window of {inputs} inputs")
+    size = tuple(video.size) if size is None else (int(size[0]), int(size[1]))
+    imgs = np.stack([resize_image(video[i], size) for i in range(t)])
+    probs = np.stack([resize_probs(read_teacher_probs(masks, i, num_classes=num_classes, confidence=confidence),
+                                    size) for i in range(t)]).astype(np.float16)
+    labels = None
+    if masks.reading != "soft-probs":
+        labels = np.stack([cv2.resize(masks[i].astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+                           for i in range(t)])
+    window = max(inputs - 1, 0)
+    cache = None
+    if flows is None:
+        provider = FlowProvider(video, backend=flow_backend, preset=flow_preset, cache_dir=cache_dir,
+                                n_jobs=n_jobs)
+        if cache_dir is not None and window > 0:
+            provider.precompute(window_pairs(t, window), progress=progress)
+            cache = FlowCache(Path(cache_dir) / "resized")
+        flows = provider
+    pairs = PairFlows(flows, num_frames=t, size=size, window=window, cache=cache, progress=progress)
+    features = None
+    if backbone is not None:
+        from steadyseg.train.decoder_backbone import video_features
+
+        features = video_features(backbone, imgs, cache_dir=feature_cache)
+    return DecoderVideo(frames=imgs, probs=probs, labels=labels, pairs=pairs, frames_source=str(video.source),
+                        teacher_source=str(masks.source), features=features)
+
+
+@dataclass
+class Window:
+    """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1] (or the backbone features
+    ``(N, C_b, h', w')`` of a ``"deeplabv3"`` video), ``probs (N, C, h, w) float32``,
+    ``labels (N, h, w) int64`` (hard teachers, 255 = void; else ``None``), ``flows {(p, q): (1, 2, h, w)}``
+    (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels), for every ordered pair of the
+    window, ``guide (N, G, h, w)`` (flow-guided windows: each frame's
+    :func:`~steadyseg.train.decoder.neighbour_guide`; else ``None``); ``video``/``start`` name it."""
+
+    frames: torch.Tensor
+    probs: torch.Tensor
+    labels: torch.Tensor | None
+    guide: torch.Tensor | None
+    flows: dict[tuple[int, int], torch.Tensor]
+    valid: dict[tuple[int, int], torch.Tensor]
+    video: int
+    start: int
+
+
+def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
+    """Cumulative window counts per video (for a uniform draw over every window of every video)."""
+    return np.cumsum([len(v) - inputs + 1 for v in videos])
+
+
+def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
+    """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size)."""
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide
+
+    neighbours = []
+    for d in guide_offsets(inputs):
+        n = t + d
+        if not 0 <= n < len(video):
+            neighbours.append(None)
+            continue
+        flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
+        neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)),
+                           torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)))
+    return neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]))
+
+
+def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
+                  crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False) -> Window:
+    """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
+
+    With ``flow_guided`` the window also carries each frame's guide (computed on the whole training-size frame,
+    then cropped and flipped with the frame).
+    """
+    from steadyseg.warp import out_of_frame_torch
+
+    rng = np.random.default_rng([int(seed), int(step), int(index)])
+    cum = _window_index(videos, inputs)
+    k = int(rng.integers(int(cum[-1])))
+    vi = int(np.searchsorted(cum, k, side="right"))
+    start = k - (int(cum[vi - 1]) if vi else 0)
+    video = videos[vi]
+    h, w = video.frames.shape[1:3]
+    ch, cw = (h, w) if crop is None else (min(int(crop[0]), h), min(int(crop[1]), w))
+    y0 = int(rng.integers(h - ch + 1))
+    x0 = int(rng.integers(w - cw + 1))
+    flip = bool(rng.random() < hflip_prob)
+    sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+    idx = range(start, start + inputs)
+    if video.features is not None:  # backbone features replace the frames; they cannot be cropped or flipped
+        if crop is not None or flip:
+            raise ValueError("windows of backbone features (encoder 'deeplabv3') take no crop and no flip")
+        frames = torch.from_numpy(video.features[start:start + inputs].astype(np.float32))
+    else:
+        frames = torch.from_numpy(np.ascontiguousarray(video.frames[start:start + inputs, sl[0], sl[1]]))
+        frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    probs = torch.from_numpy(video.probs[start:start + inputs, :, sl[0], sl[1]].astype(np.float32))
+    labels = None
+    if video.labels is not None:
+        labels = torch.from_numpy(video.labels[start:start + inputs, sl[0], sl[1]].astype(np.int64))
+    guide = None
+    if flow_guided:
+        guide = torch.stack([video_guide(video, t, inputs=inputs)[:, sl[0], sl[1]] for t in idx])
+    flows, valid = {}, {}
+    for p, fp in enumerate(idx):
+        for q, fq in enumerate(idx):
+            if p == q:
+                continue
+            f_pq, m_qp = video.pairs.get(fp, fq)  # F[p→q] and M[q→p], both on p's pixels
+            flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq[sl[0], sl[1]])).permute(2, 0, 1)[None]
+            valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp[sl[0], sl[1]]))[None, None]
+    if flip:
+        frames, probs = frames.flip(-1), probs.flip(-1)
+        labels = None if labels is None else labels.flip(-1)
+        guide = None if guide is None else guide.flip(-1)
+        flows = {k: torch.cat([-v[:, :1], v[:, 1:]], dim=1).flip(-1) for k, v in flows.items()}
+        valid = {k: v.flip(-1) for k, v in valid.items()}
+    if crop is not None:  # a correspondence that leaves the crop is not valid in it
+        valid = {(p, q): m & ~out_of_frame_torch(flows[(q, p)]) for (p, q), m in valid.items()}
+    return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi, start=start)

@@ -1,0 +1,406 @@
+"""Train the multi-input decoder on unlabeled video with the flow-consistency loss (paper §5.1).
+
+Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive frames per process
+(:func:`steadyseg.train.decoder_data.sample_window`) and minimises, per window,
+
+    consistency = mean over all N·(N−1) ordered pairs of steadyseg.losses.consistency_loss (validity masks cached)
+    data        = lambda_data · CE(student logits, teacher)   (soft teachers: their probabilities as soft targets;
+                  hard teachers: their labels, void ignored — the student's input for them is the labels softened
+                  to ``confidence``, and one-hot targets let the data term agree with the consistency term on
+                  sharpening, which soft 0.9 targets resist: on the synthetic test, soft targets let the output
+                  drift to an all-background mask, labels kept it)
+
+averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
+the batch). Adam with a constant learning rate. ``objective="ti"`` trains the TI baseline instead (N = 1,
+:mod:`steadyseg.train.ti`) with the same loop, outputs and resume.
+
+Outputs under ``out`` (process 0)::
+
+    model.pt              final weights + config (kind "decoder"), what `steadyseg predict` reads
+    checkpoints/last.pt   resumable state: model, optimiser, step, elapsed time, RNG states, config
+    log.jsonl             one JSON object per step (every loss term, valid fraction, lr) and a final "done" record
+    run.json              the final record
+    config.yaml           the resolved configuration
+    cache/flow/           the flow cache (unless ``cache_dir`` points elsewhere)
+    cache/features/       frozen backbone features (encoder "deeplabv3")
+
+Resuming (``resume=True``) restores ``checkpoints/last.pt``; windows depend only on ``(seed, step, index)``, so
+``2 + 2`` steps give the weights of 4 steps. ``steps`` and ``minutes`` may change when resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from steadyseg.pairs import PairSpec
+
+__all__ = ["DECODER_DEFAULTS", "decoder_losses", "DecoderLoss", "train_decoder"]
+
+DECODER_DEFAULTS: dict[str, Any] = {
+    "inputs": 7,
+    "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
+    "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
+    "encoder": "small",       # "small" (from scratch) or "deeplabv3" (frozen backbone of encoder_checkpoint)
+    "encoder_checkpoint": None,
+    "width": 16,
+    "hidden": 16,
+    "eps": 1e-4,
+    "size": None,             # (h, w) training size; None = the videos' size
+    "crop": None,             # (h, w) random crop of the training-size frames; None = whole frames
+    "hflip_prob": 0.5,
+    "confidence": 0.9,        # label probability of hard teacher masks
+    "binary": False,
+    "num_classes": None,      # None: from the teachers (soft: their channels; hard: max label + 1, at least 2)
+    "lambda_data": 0.5,
+    "objective": "consistency",  # "consistency" (the paper's flow loss) or "ti" (the TI baseline, inputs = 1)
+    "alpha": 0.95,            # TI: weight of the transform-invariance term
+    "lr": 1e-3,
+    "batch_size": 1,          # windows per step per process
+    "steps": None,
+    "minutes": None,
+    "seed": 0,
+    "flow": "dis",
+    "preset": "medium",
+    "cache_dir": None,        # None: out/cache/flow
+    "flow_jobs": 1,
+    "checkpoint_every": 50,
+    "device": None,
+    "resume": False,
+    "progress": True,
+}
+# keys that may differ between a run and its resumption
+_RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_every", "flow_jobs", "cache_dir"}
+
+
+def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int], Tensor],
+                   valid: dict[tuple[int, int], Tensor] | None = None, *, lambda_data: float = 0.5,
+                   pairs: PairSpec = "all") -> dict[str, Tensor]:
+    """Named loss terms of one window.
+
+    Args:
+        logits: ``(1, N, C, H, W)`` student logits.
+        targets: the data term's targets: ``(1, N, C, H, W)`` float teacher probabilities (soft targets) or
+            ``(1, N, H, W)`` int64 teacher labels (255 = void, ignored).
+        flows: ``{(p, q): (1, 2, H, W)}`` flow p→q in pixels for every ordered pair used.
+        valid: ``{(p, q): (1, 1, H, W)}`` bool ``M[p→q]`` on q's pixels (computed from the flows when ``None``).
+        lambda_data: weight of the data term.
+        pairs: ordered pairs of the consistency term (:func:`steadyseg.losses.select_pairs`).
+
+    Returns:
+        ``{"consistency", "data" (already × lambda_data), "total" (their sum), "valid_fraction" (detached, not a
+        loss term)}``, scalar tensors.
+    """
+    from steadyseg.losses import consistency_loss
+
+    from steadyseg.labels import VOID
+
+    soft = torch.is_floating_point(targets)
+    if logits.ndim != 5 or targets.shape != (logits.shape if soft else logits.shape[:2] + logits.shape[3:]):
+        raise ValueError(f"expected logits 1×N×C×H×W and targets 1×N×C×H×W (probabilities) or 1×N×H×W (labels) of "
+                         f"one size, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    cons = consistency_loss(logits.softmax(dim=2), flows, valid, pairs=pairs)
+    if soft:
+        data = F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1).to(logits.dtype))
+    else:
+        data = F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1), ignore_index=VOID)
+        data = torch.nan_to_num(data, nan=0.0)  # every pixel void
+    terms = {"consistency": cons["consistency"], "data": float(lambda_data) * data}
+    terms["total"] = terms["consistency"] + terms["data"]
+    terms["valid_fraction"] = cons["valid_fraction"]
+    return terms
+
+
+class DecoderLoss(nn.Module):
+    """:func:`decoder_losses` as a module: ``forward(logits, targets, flows, valid=None)`` → dict of terms."""
+
+    def __init__(self, *, lambda_data: float = 0.5, pairs: PairSpec = "all"):
+        super().__init__()
+        if lambda_data < 0:
+            raise ValueError(f"lambda_data must be >= 0, got {lambda_data}")
+        self.lambda_data, self.pairs = float(lambda_data), pairs
+
+    def forward(self, logits: Tensor, targets: Tensor, flows, valid=None) -> dict[str, Tensor]:
+        return decoder_losses(logits, targets, flows, valid, lambda_data=self.lambda_data, pairs=self.pairs)
+
+
+def _ti_terms(model: nn.Module, criterion: nn.Module, frames: Tensor, probs: Tensor, targets: list[Tensor], *,
+              seed: int, step: int, first_index: int) -> list[dict[str, Tensor]]:
+    """TI terms of each single-frame window: ``T`` and the noise drawn from ``(seed, step, index, 1)``; ``x`` and
+    ``T(x)`` go through the model in one forward pass (one DDP forward per backward)."""
+    from steadyseg.train.ti import apply_transform, random_transform
+
+    b, _, _, h, w = frames.shape
+    rngs = [np.random.default_rng([seed, step, first_index + k, 1]) for k in range(b)]
+    draws = [random_transform(r, height=h, width=w) for r in rngs]
+    theta = torch.from_numpy(np.stack([d["theta"] for d in draws])).to(frames.device)
+    noise = torch.from_numpy(np.stack([r.standard_normal((3, h, w), dtype=np.float32) * d["noise"]
+                                       for r, d in zip(rngs, draws)])).to(frames.device)
+    frames_t = (apply_transform(frames[:, 0], theta)[0] + noise).clamp(0.0, 1.0)
+    probs_t = apply_transform(probs[:, 0], theta)[0]
+    both = model(torch.cat([frames, frames_t[:, None]]), torch.cat([probs, probs_t[:, None]]))[:, 0]
+    logits, logits_t = both[:b], both[b:]
+    return [criterion(logits[k:k + 1], logits_t[k:k + 1], theta[k:k + 1],
+                      targets[k][:, 0]) for k in range(b)]
+
+
+def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(DECODER_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train_decoder: unknown arguments {sorted(unknown)}")
+    cfg = {**DECODER_DEFAULTS, **kwargs}
+    if cfg["steps"] is None and cfg["minutes"] is None:
+        raise ValueError("give steps or minutes (or both: whichever comes first stops the run)")
+    if cfg["steps"] is not None and int(cfg["steps"]) < 0:
+        raise ValueError(f"steps must be >= 0, got {cfg['steps']}")
+    if cfg["minutes"] is not None and cfg["minutes"] <= 0:
+        raise ValueError(f"minutes must be > 0, got {cfg['minutes']}")
+    if int(cfg["inputs"]) < 1:
+        raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
+    if int(cfg["batch_size"]) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["objective"] not in ("consistency", "ti"):
+        raise ValueError(f"objective must be 'consistency' or 'ti', got {cfg['objective']!r}")
+    if cfg["objective"] == "ti" and (int(cfg["inputs"]) != 1 or cfg["flow_guided"] or cfg["causal"]):
+        raise ValueError("the TI baseline is the decoder with inputs=1 (no flow guide, not causal)")
+    if cfg["encoder"] == "deeplabv3":
+        if cfg["encoder_checkpoint"] is None:
+            raise ValueError("encoder 'deeplabv3' needs encoder_checkpoint (--encoder-checkpoint PATH)")
+        if "hflip_prob" not in kwargs:
+            cfg["hflip_prob"] = 0.0  # cached backbone features cannot be flipped
+        if cfg["crop"] is not None or cfg["hflip_prob"] > 0:
+            raise ValueError("encoder 'deeplabv3' reads cached backbone features: no crop, hflip_prob 0")
+        cfg["encoder_checkpoint"] = str(cfg["encoder_checkpoint"])
+    elif cfg["encoder_checkpoint"] is not None:
+        raise ValueError("encoder_checkpoint applies to encoder 'deeplabv3' only")
+    if cfg["causal"] and cfg["flow_guided"]:
+        raise ValueError("causal and flow_guided cannot be combined yet (the guide reads future neighbours)")
+    for key in ("size", "crop"):
+        if cfg[key] is not None:
+            if len(cfg[key]) != 2 or min(int(v) for v in cfg[key]) < 8:
+                raise ValueError(f"{key} must be two integers (H W) >= 8, got {cfg[key]}")
+            cfg[key] = [int(v) for v in cfg[key]]
+    return cfg
+
+
+def _num_classes(teachers: Sequence[str | os.PathLike], binary: bool) -> int:
+    """The class count of the teachers: the largest of soft → channels, hard → max label + 1 (at least 2).
+
+    A soft teacher with fewer channels is then refused by :func:`~steadyseg.train.decoder_data.read_teacher_probs`
+    (the error names its folder)."""
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.labels import VOID
+
+    counts = []
+    for t in teachers:
+        m = open_masks(t, binary=binary)
+        if m.reading == "soft-probs":
+            counts.append(int(m.probs(0).shape[0]))
+        else:
+            counts.append(max(2, max(int(lab[lab != VOID].max(initial=0)) for lab in m) + 1))
+    return max(counts)
+
+
+def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str, Any]], backbone) -> dict[str, Any]:
+    return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
+            "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
+            "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
+            "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "flow": cfg["flow"],
+            "preset": cfg["preset"], "feature_channels": None if backbone is None else backbone.channels,
+            "encoder_checkpoint": cfg["encoder_checkpoint"],
+            "encoder_sha256": None if backbone is None else backbone.sha256,
+            "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
+            "teacher_reading": formats[0]["reading"]}
+
+
+def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]], out: str | os.PathLike, *,
+                  flows: Sequence[Callable[[int, int], np.ndarray]] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Train (or resume) a multi-input decoder on unlabeled videos; see the module doc for the loss and outputs.
+
+    Args:
+        videos: ``(frames folder, teacher folder)`` pairs, matched in order; each teacher holds one mask (PNG) or
+            probability array (``.npy``/``.npz``) per frame of its video, of the same size.
+        out: the run folder.
+        flows: optional exact flows, one ``flows(p, q) → (H, W, 2)`` per video at full size, instead of optical
+            flow (synthetic videos, tests).
+        **kwargs: any key of :data:`DECODER_DEFAULTS` (unknown keys raise ``TypeError``): the model (``inputs``,
+            ``causal`` — the same training, but prediction then uses only the last output of the window ending at
+            each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``flow_guided`` (each frame's
+            mask encoder also reads its neighbours' teacher outputs warped by the flow; prediction then computes
+            the same flow), ``encoder`` (``"small"``, or ``"deeplabv3"`` with ``encoder_checkpoint``: a frozen
+            backbone whose features are cached under ``out/cache/features``; no crop or flip then), ``width``,
+            ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
+            ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
+            ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
+            reached stops), ``seed``, the flow (``flow`` backend, ``preset``, ``cache_dir``, ``flow_jobs``),
+            ``checkpoint_every`` (steps), ``device``, ``resume``, ``progress``.
+
+    Returns:
+        the run record (also ``run.json`` and the last line of ``log.jsonl``).
+    """
+    from steadyseg.datasets.masks import open_masks
+    from steadyseg.files import atomic_write_json, save_resolved_config
+    from steadyseg.train.checkpoint import save_model
+    from steadyseg.train.decoder import build_decoder_from_config
+    from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
+    from steadyseg.train.distributed import cleanup, init_distributed_mode
+    from steadyseg.train.run_state import gather_rng, open_run_state, restore_rng, save_run_state, trim_log
+    from steadyseg.train.teacher import _unwrap
+    from steadyseg.train.ti import TILoss
+
+    videos = [(str(f), str(t)) for f, t in videos]
+    if not videos:
+        raise ValueError("train_decoder: give at least one (frames, teacher) pair")
+    if flows is not None and len(flows) != len(videos):
+        raise ValueError(f"train_decoder: {len(flows)} flow functions for {len(videos)} videos")
+    cfg = _resolve(kwargs)
+    cfg, resume_state = open_run_state(out, cfg, kwargs, resume=bool(cfg["resume"]), free=_RESUME_FREE,
+                                       identity={"videos": videos})
+    out = Path(out)
+
+    dist_info = init_distributed_mode(cfg["device"])
+    device, main_proc = dist_info.device, dist_info.is_main
+    torch.manual_seed(cfg["seed"] + dist_info.rank)
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % (2**32))
+    try:
+        num_classes = int(cfg["num_classes"]) if cfg["num_classes"] is not None else _num_classes(
+            [t for _, t in videos], cfg["binary"])
+        cfg["num_classes"] = num_classes
+        cache_dir = cfg["cache_dir"] if cfg["cache_dir"] is not None else out / "cache" / "flow"
+        backbone = None
+        if cfg["encoder"] == "deeplabv3":
+            from steadyseg.train.decoder_backbone import FrozenBackbone
+
+            backbone = FrozenBackbone(cfg["encoder_checkpoint"], device=device)
+        data = [load_decoder_video(f, t, inputs=int(cfg["inputs"]), num_classes=num_classes,
+                                   size=cfg["size"], confidence=cfg["confidence"], binary=cfg["binary"],
+                                   flows=None if flows is None else flows[k], flow_backend=cfg["flow"],
+                                   flow_preset=cfg["preset"], cache_dir=cache_dir if flows is None else None,
+                                   n_jobs=int(cfg["flow_jobs"]), progress=bool(cfg["progress"]) and main_proc,
+                                   backbone=backbone, feature_cache=out / "cache")
+                for k, (f, t) in enumerate(videos)]
+        formats = [teacher_format(open_masks(t, binary=cfg["binary"])) for _, t in videos]
+        model_config = _model_config(cfg, num_classes, formats, backbone)
+        model = build_decoder_from_config(model_config).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
+        criterion = TILoss(alpha=cfg["alpha"]) if cfg["objective"] == "ti" else DecoderLoss(
+            lambda_data=cfg["lambda_data"])
+        step, elapsed_before = 0, 0.0
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            optimizer.load_state_dict(resume_state["optimizer"])
+            step, elapsed_before = int(resume_state["step"]), float(resume_state["elapsed_s"])
+            restore_rng(resume_state["rng"], dist_info.rank)
+        if dist_info.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        log_path = out / "log.jsonl"
+        if main_proc:
+            out.mkdir(parents=True, exist_ok=True)
+            save_resolved_config(out, {**cfg, "videos": [list(v) for v in videos], "exact_flows": flows is not None,
+                                       "world_size": dist_info.world_size, "device": str(device),
+                                       "model": model_config})
+            if resume_state is not None:  # drop log lines after the restored step
+                trim_log(log_path, step)
+        log_file = open(log_path, "a", encoding="utf-8") if main_proc else None  # noqa: SIM115
+
+        def checkpoint() -> None:
+            rng = gather_rng(dist_info)
+            if main_proc:
+                save_run_state(out, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                     "step": step, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
+                                     "rng": rng, "config": cfg, "videos": videos})
+
+        budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
+        last_step = None if cfg["steps"] is None else int(cfg["steps"])
+        bar = None
+        if cfg["progress"] and main_proc:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=last_step, initial=step, desc="train decoder", unit="step", dynamic_ncols=True)
+        local = int(cfg["batch_size"])
+        crop = None if cfg["crop"] is None else tuple(cfg["crop"])
+        model.train()
+        t_start = time.perf_counter()
+        terms_f: dict[str, float] = {}
+        stop_reason = "steps"
+        while last_step is None or step < last_step:
+            if budget is not None and time.perf_counter() - t_start >= budget:
+                stop_reason = "time budget"
+                break
+            windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
+                                     index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
+                                     flow_guided=bool(cfg["flow_guided"]))
+                       for k in range(local)]
+            frames = torch.stack([w.frames for w in windows]).to(device)
+            probs = torch.stack([w.probs for w in windows]).to(device)
+            guide = torch.stack([w.guide for w in windows]).to(device) if cfg["flow_guided"] else None
+            targets = [probs[k:k + 1] if w.labels is None else w.labels[None].to(device)
+                       for k, w in enumerate(windows)]
+            if cfg["objective"] == "ti":
+                per_window = _ti_terms(model, criterion, frames, probs, targets, seed=int(cfg["seed"]),
+                                       step=step, first_index=dist_info.rank * local)
+            else:
+                logits = model(frames, probs, guide)
+                per_window = [criterion(logits[k:k + 1], targets[k], {pq: f.to(device) for pq, f in w.flows.items()},
+                                        {pq: m.to(device) for pq, m in w.valid.items()})
+                              for k, w in enumerate(windows)]
+            terms = {name: torch.stack([t[name] for t in per_window]).mean() for name in per_window[0]}
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            step += 1
+            logged = torch.stack([v.detach() for v in terms.values()])
+            if dist_info.distributed:  # log the mean over every process's windows (the global batch)
+                import torch.distributed as dist
+
+                dist.all_reduce(logged)
+                logged /= dist_info.world_size
+            terms_f = {k: float(v) for k, v in zip(terms, logged)}
+            if not math.isfinite(terms_f["total"]):
+                raise FloatingPointError(f"training loss became {terms_f['total']} at step {step} (terms "
+                                         f"{terms_f}); lower lr or check the data")
+            if log_file is not None:
+                log_file.write(json.dumps({"type": "step", "step": step, "lr": optimizer.param_groups[0]["lr"],
+                                           "loss": terms_f["total"],
+                                           **{f"loss_{k}": v for k, v in terms_f.items() if k != "valid_fraction"},
+                                           **({"valid_fraction": terms_f["valid_fraction"]}
+                                              if "valid_fraction" in terms_f else {}),
+                                           "windows": [[w.video, w.start] for w in windows]}) + "\n")
+                log_file.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k[:5]: f"{v:.4f}" for k, v in terms_f.items() if k not in ("total", "valid_fraction")})
+            if cfg["checkpoint_every"] and step % int(cfg["checkpoint_every"]) == 0:
+                checkpoint()
+        if bar is not None:
+            bar.close()
+        wall = time.perf_counter() - t_start
+        checkpoint()
+        record = {"type": "done", "step": step, "stop_reason": stop_reason, "wall_s": wall,
+                  "windows_per_s": (step - (int(resume_state["step"]) if resume_state else 0)) * local
+                  * dist_info.world_size / wall if wall > 0 else None,
+                  "final_loss_terms": terms_f, "world_size": dist_info.world_size, "device": str(device),
+                  "num_classes": num_classes}
+        if main_proc:
+            base = _unwrap(model)
+            save_model(out / "model.pt", kind="decoder", config=model_config, state_dict=base.state_dict())
+            log_file.write(json.dumps(record) + "\n")
+            log_file.close()
+            atomic_write_json(out / "run.json", record)
+        return record
+    finally:
+        cleanup(dist_info)
