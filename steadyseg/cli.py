@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("steadyseg.curation.cli", "FiftyOne curation: build, views, app, export"),
     "coco-targets": ("steadyseg.datasets.coco_targets_cli", "semantic targets (palette PNGs) of a COCO file"),
     "coco-from-masks": ("steadyseg.datasets.coco_from_masks_cli", "a COCO instances set from mask videos"),
-    "train": ("steadyseg.train.cli", "train models: teacher (DeepLabV3 / LRASPP)"),
+    "train": ("steadyseg.train.cli", "train models: teacher (DeepLabV3 / LRASPP), decoder (the paper's method), ti"),
     "eval": ("steadyseg.train.eval_cli", "mIoU, pixel accuracy, per-class IoU of a trained model on a COCO set"),
     "predict": ("steadyseg.train.predict_cli", "per-frame predictions of a trained model on a video"),
     "run": ("steadyseg.manifest_cli", "run a YAML manifest from manifests/"),

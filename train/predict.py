@@ -109,7 +109,7 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
     from steadyseg.datasets.coco_targets import voc_palette
     from steadyseg.datasets.masks import write_label_png
     from steadyseg.datasets.video import open_video
-    from steadyseg.files import atomic_save_npz, atomic_write_json, save_resolved_config
+    from steadyseg.files import atomic_dir, atomic_save_npz, atomic_write_json, save_resolved_config
     from steadyseg.train.checkpoint import load_model
 
     unknown = set(kwargs) - set(PREDICT_DEFAULTS)
@@ -129,37 +129,38 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
     predictor = PREDICTORS[kind](model, config, device, amp=bool(cfg["amp"]), **teacher_arg)
     video = open_video(frames)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    palette = voc_palette()
-    names = ["background", "foreground"] if cfg["foreground"] else list(predictor.names)
-    it = predictor.iter_video(video, batch_size=int(cfg["batch_size"]))
-    bar = None
-    if cfg["progress"]:
-        from tqdm.auto import tqdm
+    # the folder appears complete or not at all (a bad frame mid-video leaves nothing half-written)
+    with atomic_dir(out) as dst:
+        palette = voc_palette()
+        names = ["background", "foreground"] if cfg["foreground"] else list(predictor.names)
+        it = predictor.iter_video(video, batch_size=int(cfg["batch_size"]))
+        bar = None
+        if cfg["progress"]:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(video), desc=f"predict ({kind})", unit="frame")
-    t0 = time.perf_counter()
-    for i, p in it:
-        if cfg["foreground"]:
-            fg = 1.0 - p[0]
-            p = np.stack([p[0], fg])
-            labels = (fg > 0.5).astype(np.uint8)
-        else:
-            labels = p.argmax(axis=0).astype(np.uint8)
-        stem = video.names[i]
-        write_label_png(out / f"{stem}.png", labels, reading=getattr(predictor, "reading", "palette-ids"),
-                        palette=getattr(predictor, "palette", None) or palette)
-        if cfg["probs"]:
-            atomic_save_npz(out / "probs" / f"{stem}.npz", probs=np.clip(p, 0.0, 1.0).astype(np.float16))
+            bar = tqdm(total=len(video), desc=f"predict ({kind})", unit="frame")
+        t0 = time.perf_counter()
+        for i, p in it:
+            if cfg["foreground"]:
+                fg = 1.0 - p[0]
+                p = np.stack([p[0], fg])
+                labels = (fg > 0.5).astype(np.uint8)
+            else:
+                labels = p.argmax(axis=0).astype(np.uint8)
+            stem = video.names[i]
+            write_label_png(dst / f"{stem}.png", labels, reading=getattr(predictor, "reading", "palette-ids"),
+                            palette=getattr(predictor, "palette", None) or palette)
+            if cfg["probs"]:
+                atomic_save_npz(dst / "probs" / f"{stem}.npz", probs=np.clip(p, 0.0, 1.0).astype(np.float16))
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - t0
-    record = {"checkpoint": str(checkpoint), "kind": kind, "frames": str(video.source), "count": len(video),
-              "size": list(video.size), "names": names, "num_classes": len(names), "probs": bool(cfg["probs"]),
-              "foreground": bool(cfg["foreground"]), "device": str(device), "wall_s": wall,
-              "fps": len(video) / wall if wall > 0 else None}
-    atomic_write_json(out / "predict.json", record)
-    save_resolved_config(out, {"checkpoint": str(checkpoint), "frames": str(frames), **cfg, "device": str(device)})
+            bar.close()
+        wall = time.perf_counter() - t0
+        record = {"checkpoint": str(checkpoint), "kind": kind, "frames": str(video.source), "count": len(video),
+                  "size": list(video.size), "names": names, "num_classes": len(names), "probs": bool(cfg["probs"]),
+                  "foreground": bool(cfg["foreground"]), "device": str(device), "wall_s": wall,
+                  "fps": len(video) / wall if wall > 0 else None}
+        atomic_write_json(dst / "predict.json", record)
+        save_resolved_config(dst, {"checkpoint": str(checkpoint), "frames": str(frames), **cfg, "device": str(device)})
     return record

@@ -186,6 +186,41 @@ def unwritable(tmp: Path) -> Path:
     return folder / "out"
 
 
+def untrained_teacher(d: Path) -> Path:
+    """A ``model.pt`` of an untrained tiny LRASPP teacher (random init, the project's format) under ``d``."""
+    from steadyseg.train.checkpoint import build_teacher_from_config, save_model
+
+    config = {"architecture": "lraspp_mobilenet_v3_large", "num_classes": 2, "names": ["__background__", "object"],
+              "label_set": "file", "category_ids": [0, 1], "aux_loss": False, "width_mult": 0.25, "base_size": 32,
+              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    return save_model(d / "model.pt", kind="teacher", config=config,
+                      state_dict=build_teacher_from_config(config).state_dict())
+
+
+def train_teacher(*extra: str):
+    return lambda d, out: ["train", "teacher", "--annotations", str(coco(d)), "--images", str(coco_images(d)),
+                           "--labels", "file", "--split", "val", "--architecture", "lraspp_mobilenet_v3_large",
+                           "--width-mult", "0.25", "--base-size", "32", "--crop-size", "32", "--batch-size", "2",
+                           "--epochs", "1", "--workers", "0", "--quiet", "--out", str(out), *extra]
+
+
+def predict(checkpoint: Callable[[Path], Path] = lambda d: d / "model.pt", *extra: str):
+    return lambda d, out: ["predict", "--checkpoint", str(checkpoint(d)), "--frames", str(frames(d)),
+                           "--out", str(out), "--quiet", *extra]
+
+
+def train_decoder(*extra: str):
+    return lambda d, out: ["train", "decoder", "--frames", str(frames(d)), "--teacher", str(preds(d)),
+                           "--inputs", "3", "--steps", "1", "--quiet", "--out", str(out), *extra]
+
+
+def damage_both(*damages: Callable[[Path], str]) -> Callable[[Path], str]:
+    """Apply several damages; the error must name the last one's file."""
+    def run(d: Path) -> str:
+        return [damage(d) for damage in damages][-1]
+    return run
+
+
 # ----------------------------------------------------------------------------------------------- the table
 @dataclass
 class Row:
@@ -377,7 +412,30 @@ ROWS = [
     Row("curate-export/output-folder-is-a-file", lambda d: "blocker",
         lambda d, out: ["curate", "export", out.name, "--out", str(d.parent / "blocker" / "curated.json")],
         output="unchanged", fiftyone=True),
+    # training and prediction (issues 10 and 11)
+    Row("coco-targets/truncated-json", lambda d: truncate(coco(d)),
+        lambda d, out: ["coco-targets", "--annotations", str(coco(d)), "--images", str(coco_images(d)),
+                        "--labels", "file", "--out", str(out)]),
+    Row("train-teacher/truncated-json", lambda d: truncate(coco(d)), train_teacher()),
+    Row("train-teacher/init-not-a-state-dict", lambda d: torch_save(d / "ckpt.pth", [1, 2, 3]),
+        train_teacher("--init", "CKPT")),
+    Row("train-teacher/output-folder-is-a-file", lambda d: "blocker", train_teacher(), output="unchanged"),
+    Row("train-decoder/teacher-count-mismatch", lambda d: _remove(preds(d) / f"{T - 1:05d}.png"), train_decoder()),
+    Row("train-decoder/corrupt-teacher-mask", lambda d: garbage(preds(d) / "00002.png"), train_decoder()),
+    Row("predict/checkpoint-foreign-keys", lambda d: torch_save(d / "ckpt.pth", foreign_state_dict),
+        predict(lambda d: d / "ckpt.pth")),
+    Row("predict/missing-checkpoint", lambda d: "model.pt", predict()),
+    Row("predict/corrupt-frame-mid-video",
+        damage_both(lambda d: untrained_teacher(d).name, lambda d: garbage(frames(d) / "00003.png")), predict()),
+    Row("eval/truncated-json", damage_both(lambda d: untrained_teacher(d).name, lambda d: truncate(coco(d))),
+        lambda d, out: ["eval", "--checkpoint", str(d / "model.pt"), "--annotations", str(coco(d)),
+                        "--images", str(coco_images(d)), "--out", str(out / "eval.json")]),
 ]
+
+
+def _remove(path: Path) -> str:
+    path.unlink()
+    return path.parent.name
 
 
 def _true_polygon_2_points(data: dict) -> None:
