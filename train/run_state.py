@@ -1,13 +1,12 @@
 """The resumable state of a training run folder: ``RUN/checkpoints/last.pt``, the JSON-lines log, RNG states.
 
-Generic over the model kind (the decoder uses it; ``train/teacher.py`` holds the same steps inline and can switch
-to these functions). The RNG helpers themselves stay in :mod:`steadyseg.train.teacher` (``_rng_state`` /
-``_set_rng_state``) and are reused from there.
+Generic over the model kind: the teacher, the decoder and the TI baseline use it.
 
 - :func:`open_run_state`: a fresh run (refused when the folder already holds a state) or ``resume=True`` (refused
   without a state, or when a setting given now differs from the run's, except the ``free`` keys).
 - :func:`trim_log`: drop log lines written after the restored step (and the old final record).
-- :func:`gather_rng` / :func:`restore_rng`: per-process RNG states (a list under DDP) into / out of the state.
+- :func:`rng_state` / :func:`set_rng_state`: this process's RNG states;
+  :func:`gather_rng` / :func:`restore_rng`: per-process RNG states (a list under DDP) into / out of the state.
 - :func:`save_run_state`: write the state atomically.
 """
 
@@ -15,12 +14,34 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["checkpoint_path", "open_run_state", "trim_log", "gather_rng", "restore_rng", "save_run_state"]
+__all__ = ["rng_state", "set_rng_state", "checkpoint_path", "open_run_state", "trim_log", "gather_rng", "restore_rng", "save_run_state"]
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch, Python, numpy (and CUDA) RNG states, in a form ``torch.save(weights_only)`` keeps."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states returned by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def checkpoint_path(out: str | os.PathLike) -> Path:
@@ -80,9 +101,7 @@ def trim_log(log_path: str | os.PathLike, step: int) -> None:
 
 def gather_rng(dist_info) -> Any:
     """This process's RNG states, or every process's (a list by rank) under DDP (a collective call)."""
-    from steadyseg.train.teacher import _rng_state
-
-    rng = _rng_state()
+    rng = rng_state()
     if dist_info.distributed:
         import torch.distributed as dist
 
@@ -94,9 +113,7 @@ def gather_rng(dist_info) -> Any:
 
 def restore_rng(rng: Any, rank: int) -> None:
     """Restore the RNG states saved by :func:`gather_rng` for process ``rank``."""
-    from steadyseg.train.teacher import _set_rng_state
-
-    _set_rng_state(rng[rank] if isinstance(rng, list) else rng)
+    set_rng_state(rng[rank] if isinstance(rng, list) else rng)
 
 
 def save_run_state(out: str | os.PathLike, state: dict[str, Any]) -> Path:

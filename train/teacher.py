@@ -160,24 +160,6 @@ def recompute_bn_stats(model: nn.Module, batches, *, device: torch.device) -> in
     return n
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -281,15 +263,16 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         the run record (also the last line of ``log.jsonl``): steps, epochs, images/s, final losses, last eval.
     """
     from steadyseg.datasets.coco_targets import CocoSemanticTargets
-    from steadyseg.files import atomic_path, atomic_write_json, save_resolved_config
+    from steadyseg.files import atomic_write_json, save_resolved_config
     from steadyseg.train.checkpoint import save_model, torch_load_safe
     from steadyseg.train.data import EpochSampler, SegmentationSamples, collate, steps_for
     from steadyseg.train.distributed import cleanup, init_distributed_mode
     from steadyseg.train.models import build_teacher, load_init
+    from steadyseg.train.run_state import checkpoint_path, gather_rng, restore_rng, save_run_state, trim_log
 
     cfg = _resolve(kwargs)
     out = Path(out)
-    ckpt_path = out / "checkpoints" / "last.pt"
+    ckpt_path = checkpoint_path(out)
     resume_state = None
     if cfg["resume"]:
         if not ckpt_path.is_file():
@@ -359,8 +342,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
             scaler.load_state_dict(resume_state["scaler"])
             step, total_steps = int(resume_state["step"]), resume_state["total_steps"]
             elapsed_before = float(resume_state["elapsed_s"])
-            _set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list)
-                           else resume_state["rng"])
+            restore_rng(resume_state["rng"], dist_info.rank)
         if dist_info.distributed:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -379,11 +361,8 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
             save_resolved_config(out, {**cfg, "annotations": str(annotations), "images": str(images),
                                        "init_kind": init_kind, "world_size": dist_info.world_size,
                                        "device": str(device), "amp_used": use_amp})
-            if resume_state is not None and log_path.exists():  # drop log lines after the restored step
-                kept = [ln for ln in log_path.read_text(encoding="utf-8").splitlines()
-                        if json.loads(ln).get("step", 0) <= step and json.loads(ln).get("type") != "done"]
-                with atomic_path(log_path) as tmp:
-                    tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+            if resume_state is not None:  # drop log lines after the restored step
+                trim_log(log_path, step)
         log_file = open(log_path, "a", encoding="utf-8") if main_proc else None  # noqa: SIM115
 
         def log(rec: dict[str, Any]) -> None:
@@ -392,21 +371,14 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
                 log_file.flush()
 
         def checkpoint() -> None:
-            rng = _rng_state()
-            if dist_info.distributed:
-                import torch.distributed as dist
-
-                gathered: list[Any] = [None] * dist_info.world_size
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
+            rng = gather_rng(dist_info)
             if main_proc:
                 state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "step": step, "total_steps": total_steps,
                          "epoch": step // per_epoch, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
                          "rng": rng, "config": cfg, "data": {"annotations": str(Path(annotations).resolve()),
                                                              "images": str(Path(images).resolve())}}
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save(state, tmp)
+                save_run_state(out, state)
 
         def evaluate() -> dict[str, Any] | None:
             if val_samples is None:
