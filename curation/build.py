@@ -428,17 +428,33 @@ def _first_difference(ours: Any, theirs: Any, path: str = "") -> str:
     return f"at {path or '/'}: {ours!r} vs {theirs!r}"
 
 
+#: ``dataset.info`` key holding the review of a rebuild in progress (written before the samples are cleared and
+#: removed when the rebuild completes), so a rebuild that is killed half-way loses no tag: the next build reads it.
+PENDING_REVIEW_KEY = "steadyseg_pending_review"
+
+
 def _collect_review(dataset) -> dict[str, Any]:
-    """Label tags by coco_id per field and sample tags by image id, to carry over a rebuild."""
+    """Label tags by coco_id per field and sample tags by image id, to carry over a rebuild.
+
+    Tags of an earlier rebuild that did not finish (kept in ``dataset.info[PENDING_REVIEW_KEY]``) are merged in for
+    the ids whose samples are not back yet; tags present on the samples win.
+    """
     tags: dict[str, Any] = {"sample": {}}
-    if len(dataset) == 0:
-        return tags
-    ids, stags = dataset.values(["coco_image_id", "tags"])
-    tags["sample"] = {i: t for i, t in zip(ids, stags) if t}
-    for field in (GT_FIELD, REFINED_FIELD):
-        cids, ltags = dataset.values([f"{field}.detections.coco_id", f"{field}.detections.tags"])
-        tags[field] = {c: t for cs, ts in zip(cids, ltags) for c, t in zip(cs or [], ts or []) if t}
+    if len(dataset):
+        ids, stags = dataset.values(["coco_image_id", "tags"])
+        tags["sample"] = {i: t for i, t in zip(ids, stags) if t}
+        for field in (GT_FIELD, REFINED_FIELD):
+            cids, ltags = dataset.values([f"{field}.detections.coco_id", f"{field}.detections.tags"])
+            tags[field] = {c: t for cs, ts in zip(cids, ltags) for c, t in zip(cs or [], ts or []) if t}
+    for field, pairs in (dataset.info.get(PENDING_REVIEW_KEY) or {}).items():
+        for key, value in pairs:
+            tags.setdefault(field, {}).setdefault(key, list(value))
     return tags
+
+
+def _review_to_info(tags: dict[str, Any]) -> dict[str, list]:
+    """The review as ``{field: [[id, tags], ...]}`` (the database stores string keys only)."""
+    return {field: [[key, list(value)] for key, value in by_id.items()] for field, by_id in tags.items()}
 
 
 def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLike, images_dir: str | os.PathLike,
@@ -510,6 +526,8 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
         tags = _collect_review(dataset)
+        dataset.info[PENDING_REVIEW_KEY] = _review_to_info(tags)  # survives a kill between clear() and the end
+        dataset.save()
         dataset.clear()
     else:
         dataset = fo.Dataset(name)
@@ -566,6 +584,7 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
                    "instances_per_second": round(n_inst / elapsed, 1) if elapsed > 0 else None,
                    "failures": failures},
     }
+    dataset.info.pop(PENDING_REVIEW_KEY, None)
     dataset.save()
     if save_views:
         from steadyseg.curation.views import save_curation_views

@@ -65,6 +65,29 @@ def test_build_metrics_views_and_idempotent_update(fo_env, synthetic_pair, datas
     assert ds2.count("ground_truth.detections") == 6
 
 
+def test_rebuild_interrupted_after_clearing_loses_no_review_tag(fo_env, synthetic_pair, dataset_name, monkeypatch):
+    """A rebuild killed between clearing the samples and re-inserting them: the next build restores every tag."""
+    import steadyseg.curation.build as B
+
+    p = synthetic_pair
+    ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    set_review_tags(ds, [11], "accept")
+    set_review_tags(ds, [21], "reject")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for SIGKILL: nothing after this point runs
+    monkeypatch.setattr(B, "_insert", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    monkeypatch.undo()
+    assert len(fo_env.load_dataset(dataset_name)) == 0  # the samples were cleared, the review is in info
+
+    ds3 = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
+    assert ds3.load_saved_view("accepted").values("refined.detections.coco_id", unwind=True) == [11]
+    assert ds3.load_saved_view("rejected").values("refined.detections.coco_id", unwind=True) == [21]
+    assert B.PENDING_REVIEW_KEY not in ds3.info
+
+
 def test_export_accepted_and_refined_unless_rejected(fo_env, synthetic_pair, dataset_name, tmp_path):
     from steadyseg.datasets.coco import annotation_to_mask, coco_api
 
