@@ -1,6 +1,6 @@
 """MkDocs hooks of the steadyseg site (mkdocs.yml ``hooks:``).
 
-- ``on_config``: assemble ``build/docs-src/steadyseg`` (links to the source files, following the ``package-dir`` mapping of
+- ``on_startup`` / ``on_config``: assemble ``build/docs-src/steadyseg`` (links to the source files, following the ``package-dir`` mapping of
   pyproject.toml: ``steadyseg/`` plus ``datasets/``, ``refine/``, ``train/``, ``curation/`` as subpackages) so that
   mkdocstrings reads the installed package layout from the source, without importing it.
 - ``on_files``: add the generated CLI reference ``cli.md`` (docs/gen_cli.py), rendered from the argparse parsers
@@ -62,8 +62,14 @@ def _gen_cli():
     return module
 
 
-def on_config(config):
+def on_startup(command, dirty):
+    # before any plugin reads its configuration: mkdocstrings drops a search path that does not exist yet, so a
+    # first build in a fresh clone would not find the subpackages if the tree were made later (in on_config)
     build_source_tree()
+
+
+def on_config(config):
+    build_source_tree()  # again per build: `mkdocs serve` rebuilds after source edits
     return config
 
 

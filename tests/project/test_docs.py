@@ -27,6 +27,10 @@ def _mkdocs(config: Path, site: Path) -> subprocess.CompletedProcess:
 
 
 def test_site_builds_strict(tmp_path):
+    # as in a fresh clone: the generated source mirror (build/docs-src) does not exist before the first build
+    import shutil
+
+    shutil.rmtree(REPO / "build" / "docs-src", ignore_errors=True)
     r = _mkdocs(REPO / "mkdocs.yml", tmp_path / "site")
     assert r.returncode == 0, f"mkdocs build --strict failed:\n{r.stdout}\n{r.stderr}"
     assert (tmp_path / "site" / "cli" / "index.html").is_file()
