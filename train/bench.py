@@ -420,9 +420,10 @@ def _plot_fig9(results: dict[str, Any], path: Path) -> None:
     mean = results["mean"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     gauss = [(r, mean[r["slug"]]) for r in results["rows"] if r["method"].startswith("gauss:")]
+    gauss.sort(key=lambda rm: float(rm[0]["method"].split(":")[1]))  # the front is the σ sweep, in σ order
     pts = [(m["e_raw"], m["recall"]) for _, m in gauss if m["e_raw"] is not None and m["recall"] is not None]
     if pts:
-        xs, ys = zip(*sorted(pts))
+        xs, ys = zip(*pts)
         ax.plot(xs, ys, "o-", color="tab:gray", label="temporal Gaussian σ")
         for r, m in gauss:
             ax.annotate(r["label"].split()[-1], (m["e_raw"], m["recall"]), fontsize=7, textcoords="offset points",
