@@ -1,4 +1,4 @@
-"""The paper's comparisons (Table 1, Fig. 7, Fig. 9) on any videos with ground truth: the library of ``steadyseg bench``.
+"""The paper's comparisons (Table 1, Fig. 7, Fig. 9) on videos with ground truth: the library of ``steadyseg bench``.
 
 For each video (frames, ground truth, the teacher's masks) and each method row, :func:`run_bench` produces the
 row's masks, measures them with :func:`steadyseg.measure_video.measure_video` (one flow cache for all rows; the

@@ -127,6 +127,10 @@ def test_bad_inputs_name_the_file(video, tmp_path, capsys):
                    "method: [teacher]\n")
     with pytest.raises(InputError, match=rf"{bad}: top level: unknown key\(s\) \['method'\]"):
         load_bench_manifest(bad)
+    bad.write_text(f"videos:\n  - {{frames: {p['frames']}, gt: {p['gt']}, teacher: {p['teacher']}}}\n"
+                   "methods: [teacher, median:3]\n")
+    with pytest.raises(InputError, match=rf"{bad}: unknown method 'median:3'"):
+        load_bench_manifest(bad)
     bad.write_text(f"videos:\n  - {{frames: {p['frames']}, gt: {p['gt']}}}\n")
     with pytest.raises(InputError, match=r"videos\[0\]: missing key\(s\) \['teacher'\]"):
         load_bench_manifest(bad)
@@ -146,6 +150,18 @@ def test_cli_with_flags(video, tmp_path, capsys):
     assert rc == 0 and "2D WGF" in capsys.readouterr().out
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(res["videos"]["synthetic"]) == {"teacher", "wgf2d"} and res["config"]["max_frames"] == 6
+
+
+def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
+    (tmp_path / "m").mkdir()
+    f = tmp_path / "m" / "bench.yaml"
+    f.write_text("videos:\n  - {name: a, frames: ../v/f, gt: ../v/g, teacher: ../v/t}\n"
+                 "methods: [teacher, 'decoder:n7=../runs/n7/model.pt']\noptions: {max_frames: 5}\nout: ../out\n")
+    job = load_bench_manifest(f)
+    assert job["videos"] == [{"name": "a", "frames": tmp_path / "v" / "f", "gt": tmp_path / "v" / "g",
+                              "teacher": tmp_path / "v" / "t"}]
+    assert job["methods"] == ["teacher", f"decoder:n7={tmp_path / 'runs' / 'n7' / 'model.pt'}"]
+    assert job["options"] == {"max_frames": 5} and job["out"] == tmp_path / "out"
 
 
 def test_shipped_manifest_validates(monkeypatch, tmp_path):
