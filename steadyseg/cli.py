@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("steadyseg.train.cli", "train models: teacher (DeepLabV3 / LRASPP), decoder (the paper's method), ti"),
     "eval": ("steadyseg.train.eval_cli", "mIoU, pixel accuracy, per-class IoU of a trained model on a COCO set"),
     "predict": ("steadyseg.train.predict_cli", "per-frame predictions of a trained model on a video"),
+    "bench": ("steadyseg.train.bench_cli", "Table 1 / Fig. 7 / Fig. 9 comparisons on videos with GT"),
     "run": ("steadyseg.manifest_cli", "run a YAML manifest from manifests/"),
 }
 
