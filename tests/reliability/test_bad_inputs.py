@@ -427,10 +427,20 @@ ROWS = [
     Row("predict/missing-checkpoint", lambda d: "model.pt", predict()),
     Row("predict/corrupt-frame-mid-video",
         damage_both(lambda d: untrained_teacher(d).name, lambda d: garbage(frames(d) / "00003.png")), predict()),
+    Row("bench/teacher-count-mismatch", lambda d: _remove(preds(d) / f"{T - 1:05d}.png"),
+        lambda d, out: ["bench", "--frames", str(frames(d)), "--gt", str(gt(d)), "--teacher", str(preds(d)),
+                        "--method", "teacher", "--method", "wgf3d", "--out", str(out), "--quiet"]),
+    Row("bench/manifest-unknown-key", lambda d: _write(d / "bench.yaml", "videos: []\nmethods: [teacher]\ncolour: red\n"),
+        lambda d, out: ["bench", "--manifest", str(d / "bench.yaml"), "--out", str(out), "--quiet"]),
     Row("eval/truncated-json", damage_both(lambda d: untrained_teacher(d).name, lambda d: truncate(coco(d))),
         lambda d, out: ["eval", "--checkpoint", str(d / "model.pt"), "--annotations", str(coco(d)),
                         "--images", str(coco_images(d)), "--out", str(out / "eval.json")]),
 ]
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return path.name
 
 
 def _remove(path: Path) -> str:
