@@ -7,7 +7,6 @@ RLE dicts ``{"size": [H, W], "counts": str}`` (counts decoded to ``str`` so they
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from steadyseg.files import read_json
 
 
 class CocoFormatError(ValueError):
@@ -24,13 +25,7 @@ class CocoFormatError(ValueError):
 def load_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a COCO instances file as a dict, with clear errors for missing files, bad JSON and missing keys."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: COCO annotation file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise CocoFormatError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = read_json(path, what="COCO annotation file", error=CocoFormatError)
     if not isinstance(data, dict):
         raise CocoFormatError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "annotations", "categories"):

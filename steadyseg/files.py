@@ -158,6 +158,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
 
 
+def read_json(path: str | os.PathLike, *, what: str = "JSON file", error: type[ValueError] = ValueError) -> Any:
+    """Read a JSON file with errors that name it: ``FileNotFoundError`` ("<path>: <what> not found") or ``error``
+    ("<path>: malformed JSON at line L column C: ...")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """``np.savez_compressed`` atomically (the file name is kept exactly, no ``.npz`` appended)."""
     buf = io.BytesIO()

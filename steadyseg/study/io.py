@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from steadyseg.files import read_json
 from steadyseg.study.ratings import _normalise_measures, analyze_ratings
 
 __all__ = ["read_ratings_csv", "read_measures", "read_grid", "load_masks", "load_frames", "analyze_rating_files"]
@@ -54,13 +55,7 @@ def read_measures(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 def read_grid(path: str | os.PathLike) -> dict[str, Any]:
     """A ``grid.json`` written by :func:`steadyseg.study.grid.write_grid` (a dict with a ``videos`` key)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: grid file not found (write one with `steadyseg study make-grid`)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = read_json(path, what="grid file (write one with `steadyseg study make-grid`)")
     if not isinstance(data, dict) or "videos" not in data:
         raise ValueError(f"{path}: not a grid.json (no 'videos' key)")
     return data
