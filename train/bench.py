@@ -110,7 +110,7 @@ def load_bench_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """
     import yaml
 
-    from steadyseg.manifest import ManifestError, _expand  # the one ${VAR:-default} rule of every manifest
+    from steadyseg.manifest import ManifestError, expand_env  # the one ${VAR:-default} rule of every manifest
 
     path = Path(path)
     try:
@@ -129,7 +129,7 @@ def load_bench_manifest(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise InputError(path, f"{where}: expected a path, got {value!r}")
         try:
-            value = _expand(value, where=where)
+            value = expand_env(value, where=where)
         except ManifestError as exc:
             raise InputError(path, str(exc)) from None
         p = Path(value).expanduser()
