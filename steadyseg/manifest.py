@@ -94,10 +94,15 @@ def _guard_policies() -> tuple[str, ...]:
     return tuple(GUARD_POLICIES)
 
 
-REFINE_COCO_SCHEMA: dict[str, Field] = {
+#: the keys every manifest kind starts with
+COMMON_FIELDS: dict[str, Field] = {
     "kind": Field(required=True),
     "name": Field(required=True),
     "description": Field(),
+}
+
+REFINE_COCO_SCHEMA: dict[str, Field] = {
+    **COMMON_FIELDS,
     "source": Field(types=(dict,), required=True, children={
         "annotations": Field(required=True, path=True),
         "images": Field(required=True, path=True),

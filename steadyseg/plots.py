@@ -15,10 +15,11 @@ import numpy as np
 
 from steadyseg.files import atomic_path
 
-__all__ = ["flicker_overlay", "plot_per_frame", "save_measure_plot"]
+__all__ = ["pyplot", "flicker_overlay", "plot_per_frame", "save_measure_plot"]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (unless a backend was chosen already)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -57,7 +58,7 @@ def flicker_overlay(frame: np.ndarray, mask: np.ndarray, flicker: np.ndarray, *,
 def plot_per_frame(per_frame: Sequence[float], *, iou: Sequence[float] | None = None, ax=None,
                    title: str | None = None, mark: int | None = None):
     """Line plot of per-frame inconsistency (left axis) and IoU (right axis, when given). Returns the axis."""
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3))
     t = np.arange(len(per_frame))
@@ -80,7 +81,7 @@ def save_measure_plot(path: str | os.PathLike, *, per_frame: Sequence[float], fr
                       mask: np.ndarray, flicker: np.ndarray, t: int, iou: Sequence[float] | None = None,
                       title: str | None = None, dpi: int = 110) -> Path:
     """One PNG: per-frame inconsistency over time (left) and the flicker overlay of frame ``t`` (right)."""
-    plt = _pyplot()
+    plt = pyplot()
     h, w = frame.shape[:2]
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1.1, w / h]})
     try:

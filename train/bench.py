@@ -414,9 +414,9 @@ def format_tables(results: dict[str, Any]) -> str:
 def _plot_fig9(results: dict[str, Any], path: Path) -> None:
     """Fig. 9: mean recall vs mean E_raw; the Gaussian rows joined as a front, the others labelled points."""
     from steadyseg.files import atomic_path
-    from steadyseg.plots import _pyplot
+    from steadyseg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     mean = results["mean"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     gauss = [(r, mean[r["slug"]]) for r in results["rows"] if r["method"].startswith("gauss:")]
@@ -447,9 +447,9 @@ def _plot_fig9(results: dict[str, Any], path: Path) -> None:
 def _plot_fig7(results: dict[str, Any], path: Path) -> None:
     """Fig. 7: number of inputs N of the decoder rows vs mean recall, E_cons and E_smooth."""
     from steadyseg.files import atomic_path
-    from steadyseg.plots import _pyplot
+    from steadyseg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     pts = sorted((r["inputs"], results["mean"][r["slug"]]) for r in results["rows"]
                  if r["inputs"] is not None and r["method"].startswith("decoder:"))
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))

@@ -256,7 +256,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
     from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
     from steadyseg.train.distributed import cleanup, init_distributed_mode
     from steadyseg.train.run_state import gather_rng, open_run_state, restore_rng, save_run_state, trim_log
-    from steadyseg.train.teacher import _unwrap
+    from steadyseg.train.distributed import unwrap_model
     from steadyseg.train.ti import TILoss
 
     videos = [(str(f), str(t)) for f, t in videos]
@@ -320,7 +320,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         def checkpoint() -> None:
             rng = gather_rng(dist_info)
             if main_proc:
-                save_run_state(out, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                save_run_state(out, {"model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                                      "step": step, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
                                      "rng": rng, "config": cfg, "videos": videos})
 
@@ -396,7 +396,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                   "final_loss_terms": terms_f, "world_size": dist_info.world_size, "device": str(device),
                   "num_classes": num_classes}
         if main_proc:
-            base = _unwrap(model)
+            base = unwrap_model(model)
             save_model(out / "model.pt", kind="decoder", config=model_config, state_dict=base.state_dict())
             log_file.write(json.dumps(record) + "\n")
             log_file.close()

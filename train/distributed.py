@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistInfo", "init_distributed_mode", "is_main_process", "cleanup"]
+__all__ = ["DistInfo", "init_distributed_mode", "is_main_process", "cleanup", "unwrap_model"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,8 @@ def cleanup(info: DistInfo) -> None:
 
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def unwrap_model(model):
+    """The module inside a ``DistributedDataParallel`` wrapper (the model itself when not wrapped)."""
+    return model.module if hasattr(model, "module") else model

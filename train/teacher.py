@@ -160,10 +160,6 @@ def recompute_bn_stats(model: nn.Module, batches, *, device: torch.device) -> in
     return n
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _model_config(cfg: dict[str, Any], label_set, model: nn.Module) -> dict[str, Any]:
     from steadyseg.train.data import IMAGENET_MEAN, IMAGENET_STD
     from steadyseg.train.models import has_aux
@@ -176,12 +172,10 @@ def _model_config(cfg: dict[str, Any], label_set, model: nn.Module) -> dict[str,
 
 
 def _save_plot(path: Path, log_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     from steadyseg.files import atomic_path
+    from steadyseg.plots import pyplot
+
+    plt = pyplot()
 
     steps, losses, ev_steps, mious = [], [], [], []
     for line in log_path.read_text(encoding="utf-8").splitlines():
@@ -266,7 +260,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     from steadyseg.files import atomic_write_json, save_resolved_config
     from steadyseg.train.checkpoint import save_model, torch_load_safe
     from steadyseg.train.data import EpochSampler, SegmentationSamples, collate, steps_for
-    from steadyseg.train.distributed import cleanup, init_distributed_mode
+    from steadyseg.train.distributed import cleanup, init_distributed_mode, unwrap_model
     from steadyseg.train.models import build_teacher, load_init
     from steadyseg.train.run_state import checkpoint_path, gather_rng, restore_rng, save_run_state, trim_log
 
@@ -373,7 +367,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         def checkpoint() -> None:
             rng = gather_rng(dist_info)
             if main_proc:
-                state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                state = {"model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "step": step, "total_steps": total_steps,
                          "epoch": step // per_epoch, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
                          "rng": rng, "config": cfg, "data": {"annotations": str(Path(annotations).resolve()),
@@ -385,7 +379,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
                 return None
             from steadyseg.train.evaluate import evaluate_samples
 
-            res = evaluate_samples(_unwrap(model), val_samples, device=device, amp=use_amp, progress=False,
+            res = evaluate_samples(unwrap_model(model), val_samples, device=device, amp=use_amp, progress=False,
                                    distributed=dist_info.distributed)
             model.train()
             rec = {"type": "eval", "step": step, "epoch": step / per_epoch, "miou": res["miou"],
@@ -465,7 +459,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         if bar is not None:
             bar.close()
         if cfg["precise_bn"]:
-            recompute_bn_stats(_unwrap(model), (next(data_iter)[0] for _ in range(int(cfg["precise_bn"]))),
+            recompute_bn_stats(unwrap_model(model), (next(data_iter)[0] for _ in range(int(cfg["precise_bn"]))),
                                device=device)
         del data_iter
         wall = time.perf_counter() - t_start
@@ -479,7 +473,7 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
                   "final_loss_terms": terms_f, "eval": last_eval, "init": init_kind,
                   "world_size": dist_info.world_size, "device": str(device), "amp": use_amp}
         if main_proc:
-            base = _unwrap(model)
+            base = unwrap_model(model)
             save_model(out / "model.pt", kind="teacher", config=_model_config(cfg, train_set.label_set, base),
                        state_dict=base.state_dict())
             log(record)

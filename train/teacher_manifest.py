@@ -35,16 +35,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from steadyseg.manifest import Field, Manifest
+from steadyseg.manifest import COMMON_FIELDS, Field, Manifest
 
 __all__ = ["TRAIN_TEACHER_SCHEMA", "run_train_teacher"]
 
 _NUM = (int, float)
 _OPT_NUM = (int, float, type(None))
 TRAIN_TEACHER_SCHEMA: dict[str, Field] = {
-    "kind": Field(required=True),
-    "name": Field(required=True),
-    "description": Field(),
+    **COMMON_FIELDS,
     "data": Field(types=(dict,), required=True, children={
         "annotations": Field(required=True, path=True),
         "images": Field(required=True, path=True),
