@@ -8,7 +8,11 @@
    the flow workers' CPU time from ``precompute``) and "CPU fps" = frames / CPU seconds × cores (what the machine
    would give with nobody else on it), the share of the cold time spent outside the flow computation (wall and
    CPU), and the wall / CPU milliseconds per flow read from the cache.
-2. Memory on a long synthetic 480p video generated lazily (a ``Sequence`` that draws mask ``i`` on demand: a
+2. The whole command (``steadyseg measure``'s library call :func:`steadyseg.measure_video.measure_video`, with TC,
+   E_smooth and the ground truth's values when ``--gt``): cold (empty flow cache: flows, validity masks, measures)
+   and cached (flows and validity masks read from the cache), ``--repeats`` times each (best and median fps
+   reported), wall and CPU; ``--masks-copies N`` also times N mask videos in one call (``measure_videos``).
+3. Memory on a long synthetic 480p video generated lazily (a ``Sequence`` that draws mask ``i`` on demand: a
    jittered moving rectangle) with its exact flow (a callable returning a constant translation): peak traced
    memory (``tracemalloc``, numpy buffers included) of ``inconsistency`` for ``--mem-frames`` lengths, each in a
    fresh subprocess that also reports its peak RSS. Memory must not grow with the length.
@@ -17,6 +21,8 @@ Usage::
 
     python benchmarks/bench_measure.py --sequence blackswan --json bench_measure.json
     python benchmarks/bench_measure.py --skip-speed --mem-frames 200 1000
+    OMP_NUM_THREADS=1 python benchmarks/bench_measure.py --skip-speed --mem-frames --sequence blackswan \
+        --max-frames 50 --workers 1 --json bench_command.json      # the command only: cold and cached fps
 
 The machine is shared; wall numbers depend on its load (``os.getloadavg`` is recorded); compare CPU numbers.
 """
@@ -96,6 +102,61 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
                            "cpu_ms_per_direction": 1000 * c_cpu / len(pairs),
                            "fps_cpu_1core": n / c_cpu, f"fps_cpu_{ncpu}cores": ncpu * n / c_cpu}
     out["e_raw"], out["e_cons"] = r_mem.e_raw, r_mem.e_cons
+    return out
+
+
+def bench_command(sequence: str, *, preset: str, window: int, workers: int, max_frames: int | None,
+                  repeats: int, gt: bool, masks_copies: int) -> dict:
+    """fps of :func:`steadyseg.measure_video.measure_video` (what ``steadyseg measure`` runs) with an empty cache
+    (cold) and with every flow and validity mask cached, each ``repeats`` times (a fresh cache per cold run)."""
+    import statistics
+
+    from steadyseg.measure_video import measure_video, measure_videos
+
+    frames = DATA / "davis2016" / "JPEGImages" / "480p" / sequence
+    kw = {"frames": frames, "masks": DATA / "davis2017-osvos" / sequence, "window": window, "preset": preset,
+          "workers": workers, "max_frames": max_frames, "progress": False, "binary": True,
+          "gt": (DATA / "davis2016" / "Annotations" / "480p" / sequence) if gt else None}
+    out: dict = {"sequence": sequence, "window": window, "preset": preset, "workers": workers, "gt": gt,
+                 "repeats": repeats}
+
+    def timed(**extra):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = measure_video(**kw, **extra)
+        return time.perf_counter() - t0, time.process_time() - c0, res
+
+    runs: dict[str, list] = {"cold": [], "cached": []}
+    reference = None
+    with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp:
+        for r in range(repeats):
+            cache = Path(tmp) / f"cold{r}"
+            secs, cpu, res = timed(cache=cache)
+            runs["cold"].append((secs, cpu, res["timing"]))
+            n = res["num_frames"]
+            if reference is None:
+                reference = res
+        for _ in range(repeats):
+            secs, cpu, res = timed(cache=Path(tmp) / "cold0")
+            assert res["timing"]["flow_pairs_computed"] == 0 and res["timing"]["valid_masks_computed"] == 0
+            assert res["inconsistency_raw"] == reference["inconsistency_raw"] and res["tc"] == reference["tc"]
+            runs["cached"].append((secs, cpu, res["timing"]))
+        if masks_copies > 1:
+            t0 = time.perf_counter()
+            many = measure_videos(**{**kw, "masks": [kw["masks"]] * masks_copies}, cache=Path(tmp) / "cold0")
+            t_many = time.perf_counter() - t0
+            assert all(m["inconsistency_raw"] == reference["inconsistency_raw"] for m in many)
+            out["several_masks"] = {"copies": masks_copies, "seconds": t_many,
+                                    "mask_videos_per_s": masks_copies * n / t_many,
+                                    "seconds_per_extra_masks": (t_many - statistics.median(
+                                        s for s, _, _ in runs["cached"])) / (masks_copies - 1)}
+    out["frames"] = n
+    out["size"] = [reference["height"], reference["width"]]
+    for name, rows in runs.items():
+        fps = [n / s for s, _, _ in rows]
+        out[name] = {"fps_best": max(fps), "fps_median": statistics.median(fps), "seconds": [s for s, _, _ in rows],
+                     "cpu_seconds": [c for _, c, _ in rows], "fps_cpu_best": max(n / c for _, c, _ in rows),
+                     "timing": [t for _, _, t in rows]}
+    out["e_raw"], out["e_cons"], out["tc"] = reference["inconsistency_raw"], reference["inconsistency"], reference["tc"]
     return out
 
 
@@ -204,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--mem-frames", type=int, nargs="*", default=[200, 1000])
     ap.add_argument("--mem-window", type=int, default=1, help="K for the memory runs (memory is about length)")
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="skip the core benchmark (inconsistency alone)")
+    ap.add_argument("--skip-command", action="store_true", help="skip the whole-command benchmark (cold / cached)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each whole-command case (cold, cached)")
+    ap.add_argument("--no-gt", action="store_true", help="whole command without --gt (no accuracy, no GT floor)")
+    ap.add_argument("--masks-copies", type=int, default=3,
+                    help="also time N copies of the masks in one measure_videos call (1: skip)")
     ap.add_argument("--davis-table", action="store_true", help="OSVOS vs ground truth on the 8 DAVIS sequences")
     ap.add_argument("--cache", default=None, help="flow cache for --davis-table (default: temporary)")
     ap.add_argument("--json", default=None)
@@ -234,6 +300,23 @@ def main(argv: list[str] | None = None) -> int:
         co = sp["compute_only"]
         print(f"  compute: {co['fps']:6.2f} fps wall, {co[k]:6.2f} fps CPU (flows in memory; "
               f"{co['ms_per_direction']:.1f} ms wall, {co['cpu_ms_per_direction']:.1f} ms CPU per direction)")
+    if not args.skip_command:
+        cm = bench_command(args.sequence, preset=args.preset, window=args.window, workers=args.workers,
+                           max_frames=args.max_frames, repeats=args.repeats, gt=not args.no_gt,
+                           masks_copies=args.masks_copies)
+        result["command"] = cm
+        print(f"measure_video (steadyseg measure): {cm['sequence']}, {cm['frames']} frames {cm['size'][1]}x"
+              f"{cm['size'][0]}, K={cm['window']}, DIS {cm['preset']}, {cm['workers']} workers, "
+              f"{'with' if cm['gt'] else 'without'} --gt, best / median of {cm['repeats']} "
+              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.1f})")
+        for name in ("cold", "cached"):
+            c = cm[name]
+            print(f"  {name:<6} : {c['fps_best']:6.2f} / {c['fps_median']:6.2f} fps wall, {c['fps_cpu_best']:6.2f} "
+                  f"fps CPU (this process) ({min(c['seconds']):.1f} s)")
+        if "several_masks" in cm:
+            sm = cm["several_masks"]
+            print(f"  {sm['copies']} mask videos in one call (cached): {sm['seconds']:.1f} s, "
+                  f"{sm['seconds_per_extra_masks']:.2f} s per extra mask video")
     if args.davis_table:
         print(f"OSVOS vs ground truth, DIS {args.preset}, K={args.window}, first {args.max_frames or 'all'} frames, "
               "normalised by the GT's median boundary:")

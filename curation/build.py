@@ -586,6 +586,9 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
     }
     dataset.info.pop(PENDING_REVIEW_KEY, None)
     dataset.save()
+    from steadyseg.curation.appearance import apply_curation_appearance
+
+    apply_curation_appearance(dataset)  # original orange, refined blue, both checked in the App
     if save_views:
         from steadyseg.curation.views import save_curation_views
 

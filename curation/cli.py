@@ -169,7 +169,8 @@ def _video(args):
 
     ds = build_flicker_dataset(args.video, args.masks, args.name, args.out, **set_flags(args, {
         "window": "window", "flow_cache": "flow_cache_dir", "binary": "binary", "overwrite": "overwrite"}))
-    print(f"dataset {ds.name!r}: {len(ds)} frames; saved views: {', '.join(ds.list_saved_views())}")
+    print(f"dataset {ds.name!r}: {len(ds)} frames; saved views: {', '.join(ds.list_saved_views())}; "
+          f"per-frame timeline: {ds.info['steadyseg_video']['timeline_plot']}")
     return 0
 
 

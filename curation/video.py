@@ -10,9 +10,12 @@ datasets need an encoded video file and the measure works on frames anyway. Fiel
   valid flow-warped neighbours that disagree);
 - ``flicker_regions``: ``fo.Segmentation`` with 1 where at least half of the valid neighbours disagree.
 
-Saved views: ``flicker_worst`` (every frame, most inconsistent first) and ``flicker_spikes`` (frames whose
-inconsistency is above ``spike_factor`` x the video's median). ``dataset.info["steadyseg_video"]`` holds
-``E_raw``, ``E_cons`` and the settings.
+Saved views: ``clip_in_order`` (every frame in playback order: step through it with the arrow keys in the App's
+sample view to play the clip with its overlays), ``flicker_worst`` (every frame, most inconsistent first) and
+``flicker_spikes`` (frames whose inconsistency is above ``spike_factor`` x the video's median).
+``dataset.info["steadyseg_video"]`` holds ``E_raw``, ``E_cons``, the settings and ``timeline_plot``, the path of
+``out_dir/inconsistency_timeline.png`` (per-frame inconsistency over time, spikes marked). The App opens with
+``masks``, ``flicker_map`` and ``flicker_regions`` switched on (:mod:`steadyseg.curation.appearance`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def _frame_files(frames, out_dir: Path) -> list[str]:
             os.replace(tmp, path)
         paths.append(str(path.resolve()))
     return paths
+
+
+def save_timeline_plot(per_frame: np.ndarray, path: Path, *, spike_level: float, title: str) -> Path:
+    """The per-frame inconsistency over time as a PNG (the spike level dashed, spikes marked)."""
+    from steadyseg.plots import pyplot, save_figure
+
+    plt = pyplot()
+    values = np.asarray(per_frame, dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.plot(np.arange(len(values)), values, "-", color="#1f77ff", lw=1.2, label="per-frame inconsistency")
+    if math.isfinite(spike_level):
+        ax.axhline(spike_level, color="#e8112d", ls="--", lw=1, label="spike level")
+        spikes = np.flatnonzero(values > spike_level)
+        ax.plot(spikes, values[spikes], "o", color="#e8112d", ms=4)
+    ax.set_xlabel("frame_index")
+    ax.set_ylabel("inconsistency")
+    ax.set_title(f"{title}: per-frame inconsistency (mean E_pair of the pairs touching the frame)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return save_figure(fig, path, dpi=110)
 
 
 def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, name: str,
@@ -122,6 +145,8 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
     F = fo.ViewField
     finite = result.per_frame[np.isfinite(result.per_frame)]
     median = float(np.median(finite)) if finite.size else float("nan")
+    dataset.save_view("clip_in_order", dataset.sort_by("frame_index"),
+                      description="every frame in playback order (frame_index)", overwrite=True)
     dataset.save_view("flicker_worst", dataset.exists("inconsistency").sort_by("inconsistency", reverse=True),
                       description="frames by per-frame inconsistency, worst first", overwrite=True)
     spike_view = dataset.match(F("inconsistency") > spike_factor * median) if finite.size else dataset.limit(0)
@@ -132,7 +157,13 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
                               "spike_factor": spike_factor, "flicker_threshold": FLICKER_THRESHOLD,
                               "e_raw": float(result.e_raw), "e_cons": float(result.e_cons),
                               "median_frame_inconsistency": median, "frames": len(labels)}
+    timeline = out_dir / "inconsistency_timeline.png"
+    save_timeline_plot(result.per_frame, timeline, spike_level=spike_factor * median, title=name)
+    config["timeline_plot"] = str(timeline.resolve())
     dataset.info["steadyseg_video"] = config
     dataset.save()
+    from steadyseg.curation.appearance import apply_flicker_appearance
+
+    apply_flicker_appearance(dataset)  # masks, flicker map and regions checked and coloured when the App opens
     save_resolved_config(out_dir, {"dataset": name, **config}, name="curate_video.config.yaml")
     return dataset

@@ -12,6 +12,11 @@ Example::
     flow = FlowProvider(frames, backend="dis", preset="medium", cache_dir="cache/flow", n_jobs=2)
     flow.precompute(window_pairs(len(frames), window=3))
     f01 = flow(0, 1)           # (480, 854, 2) float32, frame 0 → frame 1, from the cache
+    m01 = flow.valid(0, 1)     # (480, 854) uint8 M[0→1] (1 = valid), cached beside the flows
+
+The default cache folder of ``steadyseg measure`` is :func:`default_flow_cache_dir` (``<cache root>/flow``, the
+root being ``$STEADYSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/steadyseg``, else ``~/.cache/steadyseg``);
+:func:`cache_info` and :func:`clear_cache` are the library behind ``steadyseg cache info|clear``.
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ DIS_PRESETS = {
 FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 4, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
 RAFT_MODELS = ("raft_small", "raft_large")
 CACHE_FORMAT_VERSION = 2  # 1: .npz entries; 2: raw array + CRC-32 header (.flow)
+VALID_FORMAT_VERSION = 1  # validity masks M[p→q]: bit-packed, CRC-32 header (.valid)
+CACHE_DIR_ENV = "STEADYSEG_CACHE_DIR"  # overrides the cache root (tests point it at a temporary folder)
 
-__all__ = ["compute_flow", "flow_params", "flow_cache_key", "FlowCache", "FlowProvider", "window_pairs",
-           "precompute_video_flows",
+__all__ = ["compute_flow", "flow_params", "flow_cache_key", "valid_cache_key", "FlowCache", "FlowProvider",
+           "window_pairs", "precompute_video_flows", "default_cache_root", "default_flow_cache_dir", "cache_info",
+           "clear_cache", "CACHE_DIR_ENV",
            "BACKENDS", "DIS_PRESETS", "RAFT_MODELS"]
 
 
@@ -228,10 +236,42 @@ def flow_cache_key(hash_a: str, hash_b: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def valid_cache_key(key_q_to_p: str, key_p_to_q: str, *, thresholds: Any, check_motion_boundary: bool) -> str:
+    """sha256 hex key of the validity mask ``M[p→q]``: the cache keys of ``F[q→p]`` and ``F[p→q]``, the four
+    :class:`steadyseg.warp.ValidityThresholds` constants, ``check_motion_boundary``, the OpenCV version (the
+    checks use ``cv2.remap``) and :data:`VALID_FORMAT_VERSION`."""
+    th = [float(getattr(thresholds, k)) for k in ("fb_alpha", "fb_beta", "mb_alpha", "mb_beta")]
+    blob = json.dumps({"kind": "valid", "q_to_p": key_q_to_p, "p_to_q": key_p_to_q, "thresholds": th,
+                       "motion_boundary": bool(check_motion_boundary), "opencv": cv2.__version__,
+                       "format": VALID_FORMAT_VERSION}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_cache_root() -> Path:
+    """steadyseg's persistent cache root: ``$STEADYSEG_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/steadyseg``
+    (when that variable holds an absolute path, as the XDG spec asks), else ``~/.cache/steadyseg``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "steadyseg"
+
+
+def default_flow_cache_dir() -> Path:
+    """The flow cache used when none is given (``steadyseg measure`` without ``--cache``): ``<root>/flow`` of
+    :func:`default_cache_root`. Nothing is created here."""
+    return default_cache_root() / "flow"
+
+
 _HEADER = struct.Struct("<8sBBxxIIQI")  # magic, dtype code, compressed, (pad), H, W, payload bytes, crc32
+
+
 _MAGIC = b"SSFLOW" + bytes([CACHE_FORMAT_VERSION, 0])
 _DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
 _DTYPE_CODES = {"float32": 0, "float16": 1}
+_VALID_HEADER = struct.Struct("<8sIIQI4x")  # magic, H, W, payload bytes, crc32, (pad): 32 bytes
+_VALID_MAGIC = b"SSVALID" + bytes([VALID_FORMAT_VERSION])
 
 
 class FlowCache:
@@ -241,17 +281,27 @@ class FlowCache:
     never read): a 32-byte little-endian header — magic ``b"SSFLOW"`` + version byte + 0, dtype code (0 =
     float32, 1 = float16), compressed flag, 2 pad bytes, ``H``, ``W`` (uint32), payload length (uint64) and the
     zlib CRC-32 of the payload (uint32) — followed by the raw C-order ``(H, W, 2)`` array (zlib level 1 when
-    ``compress``). A read is one ``readinto`` into a fresh array plus a CRC-32, with no zip to unpack (the
-    format-1 ``.npz`` entries were slower to read).
+    ``compress``). A read is one ``readinto`` into a fresh array plus the CRC-32, with no zip to unpack (the
+    format-1 ``.npz`` entries were slower to read). The CRC-32 costs about 2 ms per 854×480 flow; a cheaper
+    word-sum checksum was tried and dropped: it misses some multi-byte corruptions, and a new format would have
+    invalidated every cache on disk.
 
-    ``get`` validates the entry (magic, header fields, file size, CRC-32 over the payload, optionally the expected
-    ``(H, W)``); a bad entry is deleted and reported as a miss (``corrupt`` counts them). ``put`` refuses NaN/inf,
-    so an entry that passes the CRC holds finite values. Writes are atomic (temporary file + rename) but not
-    fsync'ed: an entry torn by a crash fails its CRC and is recomputed. float16 halves the size but quantises
-    the flow (≤ 0.008 px at DAVIS motion, 0.25 px above 256 px displacement) and so changes results slightly.
+    ``get`` validates the entry (magic, header fields, file size, CRC-32 over the payload, optionally the
+    expected ``(H, W)``); a bad entry is deleted and reported as a miss (``corrupt`` counts them). ``put`` refuses
+    NaN/inf. Writes are atomic (temporary file + rename) but not fsync'ed: an entry torn by a crash (a short file,
+    or blocks of zeros) fails the size check or its CRC-32 and is recomputed. float16 halves
+    the size but quantises the flow (≤ 0.008 px at DAVIS motion, 0.25 px above 256 px displacement) and so changes
+    results slightly.
+
+    Validity masks ``M[p→q]`` (:func:`steadyseg.warp.valid_mask_u8`, which depend only on the two flows) live
+    beside the flows as ``<root>/<key[:2]>/<key>.valid`` (key: :func:`valid_cache_key`): a 32-byte header — magic
+    ``b"SSVALID"`` + :data:`VALID_FORMAT_VERSION`, ``H``, ``W`` (uint32), payload length (uint64), zlib CRC-32
+    (uint32), 4 pad bytes — and the ``numpy.packbits`` of the C-order mask (1 bit per pixel, 1 = valid), 51 KB at 854×480 against
+    3.3 MB for a flow. ``get_valid`` / ``put_valid`` follow the rules of ``get`` / ``put``.
     """
 
     SUFFIX = ".flow"
+    VALID_SUFFIX = ".valid"
 
     def __init__(self, root: str | os.PathLike, *, dtype: str = "float32", compress: bool = False):
         if dtype not in _DTYPE_CODES:
@@ -269,6 +319,51 @@ class FlowCache:
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def valid_path(self, key: str) -> Path:
+        return self.path(key).with_suffix(self.VALID_SUFFIX)
+
+    def _drop(self, path: Path) -> None:
+        self.corrupt += 1
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def get_valid(self, key: str, *, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The cached validity mask as ``(H, W) uint8`` (1 = valid, 0 = not), or ``None`` when absent or corrupt
+        (a corrupt file is deleted and counted in ``corrupt``)."""
+        path = self.valid_path(key)
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            data = b""
+        mask = None
+        if len(data) >= _VALID_HEADER.size:
+            magic, h, w, nbytes, crc = _VALID_HEADER.unpack_from(data)
+            payload = memoryview(data)[_VALID_HEADER.size:]
+            if (magic == _VALID_MAGIC and h > 0 and w > 0 and nbytes == (h * w + 7) // 8 == len(payload)
+                    and (shape is None or (h, w) == tuple(shape)) and zlib.crc32(payload) == crc):
+                mask = np.unpackbits(np.frombuffer(payload, np.uint8), count=h * w).reshape(h, w)
+        if mask is None:
+            self._drop(path)
+        return mask
+
+    def put_valid(self, key: str, mask: np.ndarray) -> Path:
+        """Store an ``(H, W)`` validity mask (nonzero = valid) bit-packed and atomically; returns the file path."""
+        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or 0 in mask.shape:
+            raise ValueError(f"expected an (H, W) mask, got {getattr(mask, 'shape', type(mask).__name__)}")
+        h, w = mask.shape
+        payload = np.packbits(np.asarray(mask).reshape(-1) != 0).tobytes()
+        head = _VALID_HEADER.pack(_VALID_MAGIC, h, w, len(payload), zlib.crc32(payload))
+        path = self.valid_path(key)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(head + payload)
+        return path
 
     def _header_ok(self, fh, shape: tuple[int, int] | None):
         """The parsed header ``(code, compressed, h, w, nbytes, crc)`` when it and the file size are consistent."""
@@ -375,6 +470,70 @@ class FlowCache:
                 fh.write(payload)
         return path
 
+_ENTRY_KINDS = {FlowCache.SUFFIX: "flow", FlowCache.VALID_SUFFIX: "valid"}
+
+
+def _cache_entries(root: Path) -> Iterable[tuple[str, Path]]:
+    """``(kind, path)`` of every cache entry under ``root``: ``<2 hex>/<hex key><suffix>`` files only."""
+    if not root.is_dir():
+        return
+    for shard in sorted(root.iterdir()):
+        if len(shard.name) != 2 or not all(c in "0123456789abcdef" for c in shard.name) or not shard.is_dir() \
+                or shard.is_symlink():
+            continue
+        for f in sorted(shard.iterdir()):
+            kind = _ENTRY_KINDS.get(f.suffix)
+            if kind is None or not f.stem.startswith(shard.name) or len(f.stem) < 8 \
+                    or not all(c in "0123456789abcdef" for c in f.stem) or not f.is_file() or f.is_symlink():
+                continue
+            yield kind, f
+
+
+def cache_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a flow cache folder holds (the library behind ``steadyseg cache info``).
+
+    Args:
+        root: the :class:`FlowCache` folder (None: :func:`default_flow_cache_dir`).
+
+    Returns:
+        ``{"location": str, "exists": bool, "entries": int, "bytes": int, "disk_bytes": int, "kinds": {kind:
+        {"entries", "bytes", "disk_bytes"}}}`` with kinds ``"flow"`` and ``"valid"``; ``bytes`` is the file
+        size, ``disk_bytes`` the space allocated on disk (``st_blocks`` × 512).
+    """
+    root = Path(root) if root is not None else default_flow_cache_dir()
+    kinds = {k: {"entries": 0, "bytes": 0, "disk_bytes": 0} for k in _ENTRY_KINDS.values()}
+    for kind, f in _cache_entries(root):
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # removed by a concurrent clear
+            continue
+        kinds[kind]["entries"] += 1
+        kinds[kind]["bytes"] += st.st_size
+        kinds[kind]["disk_bytes"] += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return {"location": str(root), "exists": root.is_dir(),
+            "entries": sum(k["entries"] for k in kinds.values()), "bytes": sum(k["bytes"] for k in kinds.values()),
+            "disk_bytes": sum(k["disk_bytes"] for k in kinds.values()), "kinds": kinds}
+
+
+def clear_cache(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Remove every cache entry (``.flow`` and ``.valid`` files in the ``<2 hex>/`` shards) of a flow cache folder,
+    the temporaries that killed writers left there, and the shards left empty; any other file (e.g. the
+    ``flow-run-*.yaml`` records of ``steadyseg flow``) stays. Returns :func:`cache_info` of what was removed."""
+    root = Path(root) if root is not None else default_flow_cache_dir()
+    removed = cache_info(root)
+    for _, f in _cache_entries(root):
+        f.unlink(missing_ok=True)
+    if root.is_dir():
+        for shard in root.iterdir():
+            if len(shard.name) == 2 and shard.is_dir() and not shard.is_symlink():
+                remove_orphan_temporaries(shard)
+                try:
+                    shard.rmdir()  # only when empty
+                except OSError:
+                    pass
+    return removed
+
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # provider
@@ -428,7 +587,12 @@ class FlowProvider:
         cache_dtype: ``"float32"`` (default) or ``"float16"`` on disk.
 
     ``stats`` counts ``hits`` (memory or disk), ``misses`` (computed in ``__call__``), ``computed`` (in
-    ``precompute``), ``corrupt`` (bad cache files replaced) and ``seconds_computing`` (flow time only).
+    ``precompute``), ``corrupt`` (bad cache files replaced), ``seconds_computing`` (flow time only),
+    ``valid_hits`` and ``valid_stored`` (validity masks read from / written to the cache).
+
+    Validity masks ``M[p→q]``: :meth:`valid` (read from the cache, or computed from the two flows by
+    :func:`steadyseg.warp.valid_mask_u8` and stored), or :meth:`get_valid` / :meth:`put_valid` for a caller that
+    computes them itself (:func:`steadyseg.measures.inconsistency` does, in its worker threads).
     """
 
     def __init__(self, frames, *, backend: str = "dis", preset: str = "medium",
@@ -450,8 +614,10 @@ class FlowProvider:
         self.memory_items = int(memory_items)
         self._memory: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._hashes: dict[int, str] = {}
+        self._keys: dict[tuple[int, int], str] = {}
         self.stats: dict[str, float] = {"hits": 0, "misses": 0, "computed": 0, "corrupt": 0,
-                                        "seconds_computing": 0.0}
+                                        "seconds_computing": 0.0, "valid_hits": 0, "valid_stored": 0}
+        self._stats_lock = threading.Lock()
         if isinstance(getattr(frames, "size", None), tuple):  # VideoFrames; a numpy array's .size is an int
             self.size = tuple(frames.size)
         else:  # a plain sequence of arrays
@@ -469,8 +635,61 @@ class FlowProvider:
         return h
 
     def key(self, p: int, q: int) -> str:
-        """Cache key of ``F[p→q]`` (content hashes of both frames + backend parameters)."""
-        return flow_cache_key(self._hash(p), self._hash(q), self.params)
+        """Cache key of ``F[p→q]`` (content hashes of both frames + backend parameters; kept per pair)."""
+        k = self._keys.get((p, q))
+        if k is None:
+            k = self._keys[(p, q)] = flow_cache_key(self._hash(p), self._hash(q), self.params)
+        return k
+
+    def valid_key(self, p: int, q: int, *, check_motion_boundary: bool = True, thresholds: Any = None) -> str:
+        """Cache key of ``M[p→q]`` (:func:`valid_cache_key` of the keys of ``F[q→p]`` and ``F[p→q]``)."""
+        from steadyseg.warp import DEFAULT_THRESHOLDS
+
+        return valid_cache_key(self.key(q, p), self.key(p, q),
+                               thresholds=DEFAULT_THRESHOLDS if thresholds is None else thresholds,
+                               check_motion_boundary=check_motion_boundary)
+
+    def get_valid(self, p: int, q: int, *, check_motion_boundary: bool = True,
+                  thresholds: Any = None) -> np.ndarray | None:
+        """``M[p→q]`` from the disk cache as ``(H, W) uint8`` (1 = valid), or None (no cache, absent or corrupt)."""
+        p, q = self._check_index(p, q)
+        if self.cache is None or p == q:
+            return None
+        before = self.cache.corrupt
+        mask = self.cache.get_valid(self.valid_key(p, q, check_motion_boundary=check_motion_boundary,
+                                                   thresholds=thresholds), shape=self.size)
+        with self._stats_lock:
+            self.stats["corrupt"] += self.cache.corrupt - before
+            self.stats["valid_hits"] += mask is not None
+        return mask
+
+    def put_valid(self, p: int, q: int, mask: np.ndarray, *, check_motion_boundary: bool = True,
+                  thresholds: Any = None) -> None:
+        """Store ``M[p→q]`` (``(H, W)``, nonzero = valid) in the disk cache (nothing without a cache). Thread-safe."""
+        p, q = self._check_index(p, q)
+        if self.cache is None or p == q:
+            return
+        if tuple(mask.shape) != tuple(self.size):
+            raise ValueError(f"put_valid: mask of shape {mask.shape} for frames of size {self.size}")
+        self.cache.put_valid(self.valid_key(p, q, check_motion_boundary=check_motion_boundary,
+                                            thresholds=thresholds), mask)
+        with self._stats_lock:
+            self.stats["valid_stored"] += 1
+
+    def valid(self, p: int, q: int, *, check_motion_boundary: bool = True, thresholds: Any = None) -> np.ndarray:
+        """``M[p→q]`` as ``(H, W) uint8``, nonzero where valid: from the cache, else computed from ``F[q→p]`` and
+        ``F[p→q]`` (:func:`steadyseg.warp.valid_mask_u8`, 0/255) and stored. ``p == q``: all valid."""
+        from steadyseg.warp import DEFAULT_THRESHOLDS, valid_mask_u8
+
+        p, q = self._check_index(p, q)
+        if p == q:
+            return np.ones(self.size, np.uint8)
+        th = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+        mask = self.get_valid(p, q, check_motion_boundary=check_motion_boundary, thresholds=th)
+        if mask is None:
+            mask = valid_mask_u8(self(q, p), self(p, q), check_motion_boundary=check_motion_boundary, thresholds=th)
+            self.put_valid(p, q, mask, check_motion_boundary=check_motion_boundary, thresholds=th)
+        return mask
 
     def _check_index(self, p: int, q: int) -> tuple[int, int]:
         n = len(self.frames)

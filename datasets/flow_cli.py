@@ -20,7 +20,9 @@ from steadyseg.cli import set_flags
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, metavar="DIR",
                         help="folder of frames (e.g. DAVIS JPEGImages/480p/<seq>) or a video file (mp4/avi)")
-    parser.add_argument("--cache", required=True, metavar="DIR", help="flow cache folder (created if missing)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="flow cache folder (created if missing; default: the persistent cache that "
+                             "`steadyseg measure` reads, see `steadyseg cache info`)")
     parser.add_argument("--backend", choices=["dis", "farneback", "raft"], default=None,
                         help="flow backend (default: dis)")
     parser.add_argument("--preset", choices=["ultrafast", "fast", "medium"], default=None,
@@ -45,11 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.datasets.flow import precompute_video_flows
+    from steadyseg.datasets.flow import default_flow_cache_dir, precompute_video_flows
 
     if args.window is not None and args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
-    record = precompute_video_flows(args.frames, args.cache, progress=not args.quiet, **set_flags(args, {
+    cache = args.cache if args.cache is not None else default_flow_cache_dir()
+    record = precompute_video_flows(args.frames, cache, progress=not args.quiet, **set_flags(args, {
         "window": "window", "max_frames": "max_frames", "backend": "backend", "preset": "preset",
         "workers": "n_jobs", "raft_weights": "raft_weights", "raft_model": "raft_model",
         "raft_updates": "raft_updates", "device": "device", "cache_dtype": "cache_dtype", "strict": "strict"}))
@@ -59,10 +62,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{record['frames']}: {record['num_frames']} frames {w}x{h}, window {record['window']}: "
           f"{result['pairs']} pairs, {result['cached']} already cached, {result['computed']} computed "
           f"({record['flow_params']['backend']}, {per_pair} ms/pair of flow time, "
-          f"{result['seconds_wall']:.1f} s wall with {record['n_jobs']} worker(s)) -> {args.cache}")
+          f"{result['seconds_wall']:.1f} s wall with {record['n_jobs']} worker(s)) -> {cache}")
     if record["failures"]:
         print(f"{len(record['failures'])} unreadable frame(s) skipped ({result['skipped_pairs']} pairs not computed; "
-              f"recorded in the run record in {args.cache}):")
+              f"recorded in the run record in {cache}):")
         for f in record["failures"][:10]:
             print(f"  failed: {f['error']}")
     return 0

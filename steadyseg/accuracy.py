@@ -65,27 +65,48 @@ def iou(pred: Any, gt: Any, *, void: int | None = VOID) -> float:
 
 
 def mask_boundary(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool: foreground pixels with a 4-neighbour in the background (the image border is not an edge)."""
+    """(H, W) bool boundary map of a binary mask, the DAVIS convention (``seg2bmap`` of the official evaluation).
+
+    A pixel is a boundary pixel when it differs from its right, lower or lower-right neighbour; outside the image
+    counts as background for those neighbours. The boundary therefore lies half a pixel towards the origin from
+    the true edge: on the last foreground pixel of a left/top edge, on the first background pixel before a
+    right/bottom edge. Exceptions at the image border, as in the official code: the last row compares only with the
+    right neighbour, the last column only with the lower one, and the bottom-right pixel is never a boundary pixel.
+    So an object that fills the image has no boundary, and a one-pixel object at ``(y, x)`` away from the border has
+    the four boundary pixels ``(y−1..y, x−1..x)``.
+    """
     m = np.asarray(mask, dtype=bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    return m & ~inner
+    east = np.zeros_like(m)
+    south = np.zeros_like(m)
+    south_east = np.zeros_like(m)
+    east[:, :-1] = m[:, 1:]
+    south[:-1, :] = m[1:, :]
+    south_east[:-1, :-1] = m[1:, 1:]
+    b = (m ^ east) | (m ^ south) | (m ^ south_east)
+    b[-1, :] = m[-1, :] ^ east[-1, :]
+    b[:, -1] = m[:, -1] ^ south[:, -1]
+    b[-1, -1] = False
+    return b
 
 
 def _tolerance(bound_th: float, shape: tuple[int, int]) -> int:
     return int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(*shape)))
 
 
-def boundary_f(pred: Any, gt: Any, *, bound_th: float = 0.008, void: int | None = VOID) -> float:
-    """DAVIS boundary F-measure of two binary masks.
+def _disk(radius: int) -> np.ndarray:
+    """(2r+1, 2r+1) uint8 disk: the offsets with ``dy² + dx² ≤ r²`` (``skimage.morphology.disk``'s definition)."""
+    d = np.arange(-radius, radius + 1)
+    return ((d[:, None] ** 2 + d[None, :] ** 2) <= radius * radius).astype(np.uint8)
 
-    Boundaries are the foreground pixels with a 4-neighbour in the background (:func:`mask_boundary`). A boundary
-    pixel of one mask matches when a boundary pixel of the other lies within the tolerance, a disk of radius
-    ``ceil(bound_th · diagonal)`` pixels (``bound_th ≥ 1`` is taken as a radius in pixels). Precision = matched
-    share of the predicted boundary, recall = matched share of the true boundary, ``F = 2PR / (P + R)``.
+
+def boundary_f(pred: Any, gt: Any, *, bound_th: float = 0.008, void: int | None = VOID) -> float:
+    """DAVIS boundary F-measure of two binary masks, with the official evaluation's conventions.
+
+    Boundaries: :func:`mask_boundary` (the official ``seg2bmap``). A boundary pixel of one mask matches when a
+    boundary pixel of the other lies within the tolerance: the disk of offsets with ``dy² + dx² ≤ r²``,
+    ``r = ceil(bound_th · diagonal)`` pixels (``bound_th ≥ 1`` is taken as a radius in pixels); 8 px at 854×480.
+    Precision = matched share of the predicted boundary, recall = matched share of the true boundary,
+    ``F = 2PR / (P + R)``. Void pixels of ``gt`` are removed from both masks before the boundaries are taken.
 
     Returns:
         F in [0, 1]; 1.0 when both boundaries are empty, 0.0 when only one is.
@@ -100,7 +121,7 @@ def boundary_f(pred: Any, gt: Any, *, bound_th: float = 0.008, void: int | None 
         return 0.0
     r = _tolerance(bound_th, p.shape)
     if r > 0:
-        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        disk = _disk(r)
         dp = cv2.dilate(bp.astype(np.uint8), disk).astype(bool)
         dg = cv2.dilate(bg.astype(np.uint8), disk).astype(bool)
     else:

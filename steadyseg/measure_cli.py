@@ -7,8 +7,16 @@ Example (``data/`` is e.g. a folder with the DAVIS layout)::
         --binary --flow dis --preset medium --window 3 --cache cache/flow --workers 2 \\
         --json out/bmx-osvos.json --plot out/bmx-osvos.png
 
-Parsing and printing only: the work is :func:`steadyseg.measure_video.measure_video` (flows, measures, the
-normalisation rule) and :func:`steadyseg.measure_video.write_measure_outputs` (JSON, config, plot).
+Several methods on one video: repeat ``--masks`` (one table row per masks folder; the flows, validity masks and
+ground-truth values are computed once)::
+
+    steadyseg measure --frames …/bmx-trees --masks out/osvos/bmx-trees --masks out/ours/bmx-trees --gt …
+
+Without ``--cache`` the persistent default cache is used (``$XDG_CACHE_HOME/steadyseg/flow``, by default
+``~/.cache/steadyseg/flow``; see ``steadyseg cache info``); ``--no-cache`` uses a temporary one.
+
+Parsing and printing only: the work is :func:`steadyseg.measure_video.measure_videos` (flows, measures, the
+normalisation rule) and :func:`steadyseg.measure_video.write_measure_many_outputs` (JSON, config, plots).
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ _FORWARDED = ("gt", "binary", "flow", "preset", "raft_weights", "window", "sigma
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags default to None: the library functions keep the defaults (window 3, σ 1, DIS medium, ...)."""
     parser.add_argument("--frames", metavar="DIR", help="video: folder of frames (or a video file)")
-    parser.add_argument("--masks", metavar="DIR", help="masks to evaluate: PNG label maps or .npy/.npz probabilities")
+    parser.add_argument("--masks", metavar="DIR", action="append", default=None,
+                        help="masks to evaluate: PNG label maps or .npy/.npz probabilities; repeat it to measure "
+                             "several mask videos of the same frames in one run (flows computed once)")
     parser.add_argument("--gt", metavar="DIR", help="ground-truth masks (enables IoU, J, F, recall, mVC)")
     parser.add_argument("--binary", action="store_true", default=None,
                         help="read every object id as foreground 1 (DAVIS-2016 style, binary J/F)")
@@ -37,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, default=None, help="E_smooth temporal Gaussian σ in frames (1)")
     parser.add_argument("--no-motion-boundary", action="store_true", default=None,
                         help="do not exclude motion boundaries from the valid mask")
-    parser.add_argument("--cache", metavar="DIR", default=None, help="flow cache folder (default: a temporary one)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="flow cache folder (default: the persistent cache $XDG_CACHE_HOME/steadyseg/flow, "
+                             "i.e. ~/.cache/steadyseg/flow; see 'steadyseg cache info')")
+    parser.add_argument("--no-cache", action="store_true", default=None,
+                        help="use a temporary flow cache, removed afterwards (nothing is kept)")
     parser.add_argument("--workers", metavar="N", type=int, default=None, help="parallel flow workers and measure threads (default: all cores)")
     parser.add_argument("--max-frames", metavar="N", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--normalizer-masks", metavar="DIR", default=None,
@@ -77,11 +91,46 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{k:<{width}}  {v}")
 
 
+def print_many_table(results: list[dict[str, Any]]) -> None:
+    """One row per masks folder of a :func:`steadyseg.measure_video.measure_videos` result list, then the shared
+    values (frames, normaliser, the ground truth's floor, time)."""
+    from pathlib import Path
+
+    from steadyseg.measure_video import format_value as fmt
+
+    with_gt = results[0]["iou"] is not None
+    head = ["masks", "E_cons", "E_raw", "E_smooth", "TC"]
+    if with_gt:
+        head += ["IoU", "J mean", "F mean", "J recall", f"mVC_{results[0]['mvc_n']}"]
+    names = [r["config"]["masks"] for r in results]
+    if len({Path(m).name for m in names}) == len(names):
+        names = [Path(m).name for m in names]
+    rows = []
+    for name, r in zip(names, results):
+        row = [name, fmt(r["inconsistency"]), fmt(r["inconsistency_raw"], ".5f"), fmt(r["smoothness"]), fmt(r["tc"])]
+        if with_gt:
+            row += [fmt(r["iou"]), fmt(r["j_mean"]), fmt(r["f_mean"]), fmt(r["j_recall"]), fmt(r["mvc"])]
+        rows.append(row)
+    widths = [max(len(str(x[i])) for x in [head] + rows) for i in range(len(head))]
+    for row in [head] + rows:
+        print("  ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}" for i, (x, w) in enumerate(zip(row, widths))))
+    r0 = results[0]
+    print(f"frames {r0['num_frames']} ({r0['width']}x{r0['height']}); normaliser (median N_bd) "
+          f"{fmt(r0['normalizer'], '.1f')} ({r0['normalizer_source']})")
+    if r0.get("gt"):
+        print(f"GT floor: E_cons {fmt(r0['gt']['inconsistency'])}, E_raw {fmt(r0['gt']['inconsistency_raw'], '.5f')}")
+    tm = r0["timing"]
+    print(f"time: flow {tm['flow_s']:.1f} s / measure (all masks) {tm['inconsistency_s']:.1f} s / total "
+          f"{tm['total_s']:.1f} s")
+
+
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.measure_video import measure_video, write_measure_outputs
+    from steadyseg.measure_video import measure_videos, write_measure_many_outputs
 
     if not args.frames or not args.masks:
         raise ValueError("--frames DIR and --masks DIR are required")
+    if args.no_cache and args.cache is not None:
+        raise ValueError("--cache DIR and --no-cache exclude each other")
     for flag in ("window", "workers", "max_frames", "mvc_n"):
         v = getattr(args, flag, None)
         if v is not None and v < 1:
@@ -89,8 +138,14 @@ def main(args: argparse.Namespace) -> int:
     kwargs = set_flags(args, _FORWARDED)
     if args.no_motion_boundary:
         kwargs["check_motion_boundary"] = False
-    result = measure_video(frames=args.frames, masks=args.masks, **kwargs)
-    print_table(result)
-    for path in write_measure_outputs(result, json_path=args.json, plot_path=args.plot, plot_frame=args.plot_frame):
+    if args.no_cache:
+        kwargs["cache"] = False
+    results = measure_videos(frames=args.frames, masks=args.masks, **kwargs)
+    if len(results) == 1:
+        print_table(results[0])
+    else:
+        print_many_table(results)
+    for path in write_measure_many_outputs(results, json_path=args.json, plot_path=args.plot,
+                                           plot_frame=args.plot_frame):
         print(f"wrote {path}")
     return 0

@@ -37,11 +37,13 @@ import numpy as np
 
 from steadyseg.kernels import gaussian_kernel
 from steadyseg.labels import VOID
-from steadyseg.warp import DEFAULT_THRESHOLDS, ValidityThresholds, WarpWorkspace, direction_counts, warp_and_valid
+from steadyseg.warp import (DEFAULT_THRESHOLDS, ValidityThresholds, WarpWorkspace, direction_counts,
+                            direction_counts_valid, valid_mask_u8, warp_and_valid)
 
 
 __all__ = [
-    "VOID", "boundary_count", "boundary_map", "InconsistencyResult", "inconsistency", "pair_inconsistency",
+    "VOID", "boundary_count", "boundary_map", "InconsistencyResult", "inconsistency", "inconsistency_many",
+    "pair_inconsistency",
     "direction_inconsistency", "smoothness", "flicker_map", "median_boundary", "opencv_threads",
 ]
 
@@ -185,6 +187,8 @@ class InconsistencyResult:
         boundary_counts: (T,) int64 boundary count of each evaluated mask.
         height, width: frame size.
         skipped_pairs: pairs without any valid pixel; skipped_directions: directions without valid pixels.
+        tc: TC of the masks when computed in the same pass (:func:`inconsistency_many` with ``tc=True``), else
+            None; not part of :meth:`to_dict`.
     """
 
     e_cons: float
@@ -198,6 +202,7 @@ class InconsistencyResult:
     width: int = 0
     skipped_pairs: int = 0
     skipped_directions: int = 0
+    tc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (pairs as ``"p-q"`` keys, NaN kept as float NaN)."""
@@ -255,7 +260,8 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
                   normalizer: None | float | Sequence[Any] = None, check_motion_boundary: bool = True,
                   progress: bool = False, void: int = VOID, threads: int = 1,
                   cv_threads: int | None = None,
-                  thresholds: ValidityThresholds = DEFAULT_THRESHOLDS) -> InconsistencyResult:
+                  thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
+                  valid_cache: Any = None) -> InconsistencyResult:
     """Flow-based temporal inconsistency ``E_cons`` / ``E_raw`` of a mask video (paper eq. 3–4, our conventions).
 
     Args:
@@ -277,33 +283,136 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
             fill the cores; OpenCV's pool would only add hand-offs), else OpenCV's setting is left alone. Results
             do not depend on it.
         thresholds: constants of the validity checks (:class:`steadyseg.warp.ValidityThresholds`).
+        valid_cache: optional store of the validity masks ``M[p→q]`` (which depend only on the flows), e.g. the
+            ``FlowProvider`` itself: an object with ``get_valid(p, q, *, check_motion_boundary, thresholds)`` →
+            ``(H, W) uint8`` (nonzero = valid) or None, called from the calling thread before the flows of the
+            pair, and ``put_valid(p, q, mask, *, check_motion_boundary, thresholds)``, called (thread-safe) from
+            the worker that computed a missing mask. With every mask cached only the labels are warped and
+            compared. Results do not depend on it.
 
     Returns:
         :class:`InconsistencyResult`. ``E_cons`` is NaN with a ``RuntimeWarning`` when the median boundary is 0.
+    """
+    return inconsistency_many([masks], flows, window=window, normalizers=[normalizer],
+                              check_motion_boundary=check_motion_boundary, progress=progress, void=void,
+                              threads=threads, cv_threads=cv_threads, thresholds=thresholds,
+                              valid_cache=valid_cache)[0]
+
+
+def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flows: FlowFn, *, window: int = 3,
+                       normalizers: Sequence[None | float | Sequence[Any]] | None = None,
+                       check_motion_boundary: bool = True, progress: bool = False, void: int = VOID,
+                       threads: int = 1, cv_threads: int | None = None,
+                       thresholds: ValidityThresholds = DEFAULT_THRESHOLDS, valid_cache: Any = None,
+                       tc: bool | Sequence[bool] = False) -> list[InconsistencyResult]:
+    """:func:`inconsistency` of several mask videos of ONE video in one pass: each flow is read once and each
+    validity mask ``M[p→q]`` computed (or read from ``valid_cache``) once for all of them.
+
+    Args:
+        mask_videos: N mask videos (each as ``masks`` of :func:`inconsistency`), all of the same length and size,
+            read in lock step.
+        normalizers: one ``normalizer`` (see :func:`inconsistency`) per mask video; None → each its own.
+        tc: also compute TC (:func:`steadyseg.consistency_scores.temporal_consistency_tc` with ``use_valid``, tested
+            equal) of each mask video (or of those flagged by a sequence of N bools) from the same warps, into
+            :attr:`InconsistencyResult.tc`; needs
+            ``check_motion_boundary`` (TC's valid mask always excludes motion boundaries). A mask video whose
+            ``void`` does not fit its labels' dtype gets ``tc = None``.
+        flows, window, check_motion_boundary, progress, void, threads, cv_threads, thresholds, valid_cache: as in
+            :func:`inconsistency`.
+
+    Returns:
+        One :class:`InconsistencyResult` per mask video, in order; each equals :func:`inconsistency` of that video
+        alone.
     """
     if int(threads) < 1:
         raise ValueError(f"inconsistency: threads must be ≥ 1, got {threads}")
     if int(window) < 1:
         raise ValueError(f"inconsistency: window must be ≥ 1, got {window}")
     window = int(window)
-    total = len(masks) if hasattr(masks, "__len__") else None
-    it: Iterable[Any] = masks
+    videos = list(mask_videos)
+    nv = len(videos)
+    if nv == 0:
+        raise ValueError("inconsistency_many: no mask videos given")
+    tc_flags = [bool(tc)] * nv if isinstance(tc, (bool, np.bool_)) else [bool(x) for x in tc]
+    if len(tc_flags) != nv:
+        raise ValueError(f"inconsistency_many: {len(tc_flags)} tc flags for {nv} mask videos")
+    if any(tc_flags) and not check_motion_boundary:
+        raise ValueError("inconsistency_many: tc needs check_motion_boundary=True (TC's valid mask)")
+    normalizers = [None] * nv if normalizers is None else list(normalizers)
+    if len(normalizers) != nv:
+        raise ValueError(f"inconsistency_many: {len(normalizers)} normalizers for {nv} mask videos")
+    lengths = [len(v) if hasattr(v, "__len__") else None for v in videos]
+    total = lengths[0]
+    iters = [iter(v) for v in videos]
+
+    def frames_in_step() -> Iterator[list[Any]]:
+        while True:
+            row, done = [], 0
+            for it_k in iters:
+                try:
+                    row.append(next(it_k))
+                except StopIteration:
+                    done += 1
+                    row.append(None)
+            if done == nv:
+                return
+            if done:
+                raise ValueError("inconsistency_many: the mask videos differ in length")
+            yield row
+
+    it: Iterable[list[Any]] = frames_in_step()
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(masks, total=total, desc="inconsistency", unit="frame")
-    recent: deque[tuple[int, np.ndarray]] = deque(maxlen=window)
-    per_pair: dict[tuple[int, int], float] = {}
-    frame_sum: list[float] = []
-    frame_cnt: list[int] = []
-    counts: list[int] = []
+        it = tqdm(it, total=total, desc="inconsistency", unit="frame")
+    recent: deque[tuple[int, list[np.ndarray]]] = deque(maxlen=window)
+    per_pair: list[dict[tuple[int, int], float]] = [{} for _ in range(nv)]
+    frame_sum: list[list[float]] = [[] for _ in range(nv)]
+    frame_cnt: list[list[int]] = [[] for _ in range(nv)]
+    counts: list[list[int]] = [[] for _ in range(nv)]
+    tc_scores: list[list[float]] = [[] for _ in range(nv)]
+    tc_missing = [False] * nv
     shape = None
-    skipped_pairs = skipped_dirs = 0
+    skipped_pairs = [0] * nv
+    skipped_dirs = [0] * nv
+    cache_kw = {"check_motion_boundary": check_motion_boundary, "thresholds": thresholds}
 
-    def direction(mp, mq, f_qp, f_pq, *, workspace):
-        return direction_inconsistency(mp, mq, flow_p_to_q=f_pq, flow_q_to_p=f_qp,
-                                       check_motion_boundary=check_motion_boundary, void=void,
-                                       thresholds=thresholds, workspace=workspace)
+    def direction(p: int, q: int, mps: list[tuple[np.ndarray, bool]], mqs: list[tuple[np.ndarray, bool]],
+                  f_qp: np.ndarray, f_pq: np.ndarray, valid: np.ndarray | None, want_tc: bool,
+                  workspace: WarpWorkspace):
+        """e(p→q) and Σ M of every mask video (+ the TC score of frame q when ``want_tc``)."""
+        out: list[tuple[float, int]] = [(float("nan"), 0)] * nv
+        tc_out: dict[int, float | None] = {}
+        fast_a, fast_b, fast_k, fast_nv = [], [], [], []
+        for k, ((mp, void_p), (mq, void_q)) in enumerate(zip(mps, mqs)):
+            if mp.dtype != mq.dtype:
+                mp, mq = mp.astype(np.uint16, copy=False), mq.astype(np.uint16, copy=False)
+            if 0 <= void <= np.iinfo(mp.dtype).max:
+                fast_a.append(mp)
+                fast_b.append(mq)
+                fast_k.append(k)
+                fast_nv.append(not (void_p or void_q))
+            else:  # a void label outside the labels' dtype range: the general path (no TC)
+                if want_tc and tc_flags[k]:
+                    tc_out[k] = None
+                out[k] = direction_inconsistency(mp, mq, flow_p_to_q=f_pq, flow_q_to_p=f_qp,
+                                                 check_motion_boundary=check_motion_boundary, void=void,
+                                                 thresholds=thresholds, workspace=workspace)
+        if fast_k:
+            if valid is None:
+                valid = valid_mask_u8(f_qp, f_pq, check_motion_boundary=check_motion_boundary,
+                                      thresholds=thresholds, workspace=workspace)
+                if valid_cache is not None:
+                    valid_cache.put_valid(p, q, valid, **cache_kw)
+            wanted = tuple(i for i, k in enumerate(fast_k) if tc_flags[k]) if want_tc else ()
+            cnt, hists = direction_counts_valid(fast_a, fast_b, f_qp, valid, void=void, workspace=workspace,
+                                                histograms=wanted, void_free=fast_nv)
+            for i, k in enumerate(fast_k):
+                n_diff, n = cnt[i]
+                out[k] = (float(n_diff) / n, n) if n else (float("nan"), 0)
+                if i in hists:
+                    tc_out[k] = _tc_from_histograms(hists[i])
+        return out, tc_out
 
     local = threading.local()
 
@@ -314,19 +423,25 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
         return direction(*args, workspace=w)
 
     def collect(results):
-        nonlocal skipped_pairs, skipped_dirs
-        for p, q, (e_pq, n_pq), (e_qp, n_qp) in results:
-            e, n_dirs = _combine_directions(e_pq, n_pq, e_qp, n_qp)
-            skipped_dirs += 2 - n_dirs
-            per_pair[(p, q)] = e
-            if n_dirs == 0:
-                skipped_pairs += 1
-                continue
-            for t in (p, q):
-                frame_sum[t] += e
-                frame_cnt[t] += 1
+        for p, q, (r_pq, tc_q), (r_qp, _) in results:
+            for k in range(nv):
+                (e_pq, n_pq), (e_qp, n_qp) = r_pq[k], r_qp[k]
+                e, n_dirs = _combine_directions(e_pq, n_pq, e_qp, n_qp)
+                skipped_dirs[k] += 2 - n_dirs
+                per_pair[k][(p, q)] = e
+                if n_dirs == 0:
+                    skipped_pairs[k] += 1
+                else:
+                    for t in (p, q):
+                        frame_sum[k][t] += e
+                        frame_cnt[k][t] += 1
+                if k in tc_q and tc_q[k] is None:
+                    tc_missing[k] = True
+                score = tc_q.get(k)
+                if score is not None and np.isfinite(score):
+                    tc_scores[k].append(score)
 
-    # Threaded: the directions of frame q run in the pool while this thread reads frame q+1's mask and flows
+    # Threaded: the directions of frame q run in the pool while this thread reads frame q+1's masks and flows
     # (disk reads and CRCs release the GIL); at most two frames' flows are in flight. Results are collected in
     # frame order, so the sums are the same as in the serial loop.
     pool = ThreadPoolExecutor(max_workers=int(threads)) if int(threads) > 1 else None
@@ -335,25 +450,36 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
         cv_threads = 1
     with opencv_threads(cv_threads):
         try:
-            for q, mask in enumerate(it):
-                mq = _compact_labels(mask, where=f"inconsistency: mask {q}")
+            for q, row in enumerate(it):
+                mqs = [_compact_labels(m, where=f"inconsistency: mask {q}" + (f" of video {k}" if nv > 1 else ""))
+                       for k, m in enumerate(row)]
                 if shape is None:
-                    shape = mq.shape
+                    shape = mqs[0].shape
                     ws = WarpWorkspace(*shape)
-                elif mq.shape != shape:
-                    raise ValueError(f"inconsistency: mask {q} has shape {mq.shape}, mask 0 has {shape}")
-                counts.append(int(np.count_nonzero(boundary_map(mq, void=void))))
-                frame_sum.append(0.0)
-                frame_cnt.append(0)
+                for k, mq in enumerate(mqs):
+                    if mq.shape != shape:
+                        raise ValueError(f"inconsistency: mask {q}" + (f" of video {k}" if nv > 1 else "")
+                                         + f" has shape {mq.shape}, mask 0 has {shape}")
+                    counts[k].append(int(np.count_nonzero(boundary_map(mq, void=void))))
+                    frame_sum[k].append(0.0)
+                    frame_cnt[k].append(0)
+                # (labels, whether they hold void): directions between void-free maps skip the void tests
+                mqs = [(mq, bool(0 <= void <= np.iinfo(mq.dtype).max and (mq == void).any())) for mq in mqs]
                 jobs = []
-                for p, mp in recent:
+                for p, mps in recent:
+                    v_pq = v_qp = None
+                    if valid_cache is not None:
+                        v_pq = valid_cache.get_valid(p, q, **cache_kw)
+                        v_qp = valid_cache.get_valid(q, p, **cache_kw)
                     f_pq = np.asarray(flows(p, q), dtype=np.float32)
                     f_qp = np.asarray(flows(q, p), dtype=np.float32)
                     for name, f in (("p→q", f_pq), ("q→p", f_qp)):
                         if f.shape != (*shape, 2):
                             raise ValueError(f"inconsistency: flow {name} for pair ({p}, {q}) has shape "
                                              f"{f.shape}, expected {(*shape, 2)}")
-                    jobs.append((p, (mp, mq, f_qp, f_pq), (mq, mp, f_pq, f_qp)))
+                    want_tc = any(tc_flags) and p == q - 1
+                    jobs.append((p, (p, q, mps, mqs, f_qp, f_pq, v_pq, want_tc),
+                                 (q, p, mqs, mps, f_pq, f_qp, v_qp, False)))
                 if pool is None:
                     collect([(p, q, direction(*d1, workspace=ws), direction(*d2, workspace=ws))
                              for p, d1, d2 in jobs])
@@ -362,7 +488,7 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
                                     for p, d1, d2 in jobs])
                     while len(pending) > 1:
                         collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
-                recent.append((q, mq))
+                recent.append((q, mqs))
             while pending:
                 collect([(p, qq, a.result(), b.result()) for p, qq, a, b in pending.popleft()])
         finally:
@@ -374,19 +500,43 @@ def inconsistency(masks: Sequence[Any] | Iterable[Any], flows: FlowFn, *, window
                 pool.shutdown(wait=True)
     if shape is None:
         raise ValueError("inconsistency: no masks given")
-    values = [v for v in per_pair.values() if np.isfinite(v)]
-    e_raw = float(np.mean(values)) if values else float("nan")
-    if not values:
-        warnings.warn("inconsistency: no frame pair had valid pixels (fewer than 2 frames, or the flow check "
-                      "rejected everything); E_raw is NaN", RuntimeWarning, stacklevel=2)
-    own = np.asarray(counts, dtype=np.int64)
-    norm = _resolve_normalizer(normalizer, own)
     h, w = shape
-    per_frame = np.array([s / c if c else np.nan for s, c in zip(frame_sum, frame_cnt)], dtype=np.float64)
-    return InconsistencyResult(
-        e_cons=_finish_cons(e_raw, h * w, norm, name="inconsistency"), e_raw=e_raw, normalizer=norm,
-        per_pair=per_pair, per_frame=per_frame, window=window, boundary_counts=own, height=h, width=w,
-        skipped_pairs=skipped_pairs, skipped_directions=skipped_dirs)
+    results = []
+    for k in range(nv):
+        values = [v for v in per_pair[k].values() if np.isfinite(v)]
+        e_raw = float(np.mean(values)) if values else float("nan")
+        if not values:
+            warnings.warn("inconsistency: no frame pair had valid pixels (fewer than 2 frames, or the flow check "
+                          "rejected everything); E_raw is NaN", RuntimeWarning, stacklevel=3)
+        own = np.asarray(counts[k], dtype=np.int64)
+        norm = _resolve_normalizer(normalizers[k], own)
+        per_frame = np.array([s / c if c else np.nan for s, c in zip(frame_sum[k], frame_cnt[k])],
+                             dtype=np.float64)
+        tc_k = None
+        if tc_flags[k]:
+            tc_k = None if tc_missing[k] else (float(np.mean(tc_scores[k])) if tc_scores[k] else float("nan"))
+        results.append(InconsistencyResult(
+            e_cons=_finish_cons(e_raw, h * w, norm, name="inconsistency"), e_raw=e_raw, normalizer=norm,
+            per_pair=per_pair[k], per_frame=per_frame, window=window, boundary_counts=own, height=h, width=w,
+            skipped_pairs=skipped_pairs[k], skipped_directions=skipped_dirs[k], tc=tc_k))
+    return results
+
+
+def _tc_from_histograms(hist: np.ndarray) -> float:
+    """TC score of one frame (mean IoU over the classes present) from the (3, L) label histograms of
+    :func:`steadyseg.warp.direction_counts_valid` (kept pixels with ``O_t = l``, with ``W(O_{t−1}) = l``, with
+    both); NaN when no pixel was kept. The same integers and float operations as
+    :func:`steadyseg.consistency_scores.temporal_consistency_tc`."""
+    n_cur, n_warped, n_both = hist
+    classes = np.flatnonzero((n_cur > 0) | (n_warped > 0))  # np.union1d of the labels present: sorted
+    if len(classes) == 0:
+        return float("nan")
+    ious = []
+    for cl in classes:
+        inter = int(n_both[cl])
+        union = int(n_cur[cl]) + int(n_warped[cl]) - inter
+        ious.append(1.0 if union == 0 else float(inter) / union)
+    return float(np.mean(ious))
 
 
 def flicker_map(masks: Sequence[Any], flows: FlowFn, t: int, *, window: int = 3,
@@ -469,6 +619,7 @@ def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: floa
     changed: list[int] = []
     counts: list[int] = []
     kind = None  # "labels" | "probs"
+    present: dict[int, np.ndarray] = {}  # labels: frame index -> its labels, sorted
 
     def prepare(i: int, x: Any):
         nonlocal kind
@@ -488,6 +639,10 @@ def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: floa
         lab = _compact_labels(a, where=f"smoothness: mask {i}")
         if num_classes is not None and np.any((lab >= num_classes) & (lab != void)):
             raise ValueError(f"smoothness: mask {i} has labels ≥ num_classes={num_classes}")
+        if lab.dtype == np.uint8:  # the labels present, sorted (np.unique's result, by a histogram)
+            present[i] = np.flatnonzero(np.bincount(lab.reshape(-1), minlength=256)).astype(np.uint8)
+        else:
+            present[i] = np.unique(lab)
         return lab, lab
 
     def emit(center: int):
@@ -503,18 +658,27 @@ def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: floa
             smoothed = (acc / wsum).argmax(axis=0)
             changed.append(int(np.count_nonzero(smoothed != own)))
             return
-        classes = np.unique(np.concatenate([np.unique(d) for _, d, _ in items]))
+        classes = np.unique(np.concatenate([present[i] for i, _, _ in items]))
         classes = classes[classes != void]
-        best = np.full(own.shape, -1.0, dtype=np.float32)
-        best_label = np.zeros(own.shape, dtype=own.dtype)
+        # Only pixels where some frame of the window differs from the centre can change: elsewhere the centre's own
+        # label has the only positive score (or the centre is void, which is not counted). The per-class scores
+        # are computed, with the same float32 operations in the same order, on those pixels only.
+        varying = np.zeros(own.shape, dtype=bool)
+        for _, d, _ in items:
+            varying |= d != own
+        idx = np.flatnonzero(varying)
+        own_v = own.reshape(-1)[idx]
+        sub = [(i, d.reshape(-1)[idx]) for i, d, _ in items]
+        best = np.full(own_v.shape, -1.0, dtype=np.float32)
+        best_label = np.zeros(own_v.shape, dtype=own.dtype)
         for c in classes:  # ascending, strict '>' keeps the lowest class on ties
-            score = np.zeros(own.shape, dtype=np.float32)
-            for i, d, _ in items:
+            score = np.zeros(own_v.shape, dtype=np.float32)
+            for i, d in sub:
                 score += np.float32(weights[i - center + radius]) * (d == c)
             better = score > best
             best[better] = score[better]
             best_label[better] = c
-        changed.append(int(np.count_nonzero((best_label != own) & (own != void))))
+        changed.append(int(np.count_nonzero((best_label != own_v) & (own_v != void))))
 
     n_seen = 0
     for i, x in enumerate(it):
@@ -526,7 +690,7 @@ def smoothness(masks: Sequence[Any] | Iterable[Any] | np.ndarray, *, sigma: floa
         if center >= 0:
             emit(center)
         while buf and buf[0][0] < i - 2 * radius:
-            buf.popleft()
+            present.pop(buf.popleft()[0], None)
     if n_seen == 0:
         raise ValueError("smoothness: no masks given")
     for center in range(max(0, n_seen - radius), n_seen):

@@ -35,6 +35,7 @@ __all__ = [
     "backward_warp", "out_of_frame", "forward_backward_valid", "motion_boundary", "valid_mask",
     "backward_warp_torch", "out_of_frame_torch", "forward_backward_valid_torch", "motion_boundary_torch",
     "valid_mask_torch", "flow_magnitude_sq", "warp_and_valid", "direction_counts", "WarpWorkspace",
+    "valid_mask_u8", "direction_counts_valid",
 ]
 
 _MODES = ("nearest", "bilinear")
@@ -294,6 +295,40 @@ def _valid_mask_np(geom: _Geom, flow_pq: np.ndarray, check_motion_boundary: bool
     return m
 
 
+def _band_valid(f: np.ndarray, g: np.ndarray, grid: np.ndarray, r0: int, r1: int, bb: dict[str, np.ndarray],
+                th: ValidityThresholds, check_motion_boundary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``M[p→q]`` of rows ``r0:r1`` as uint8 0/255 (in ``bb["u1"]``) and the band's sampling map ``x + F[q→p](x)``
+    (in ``bb["map2"]``), from contiguous float32 flows ``f = F[q→p]``, ``g = F[p→q]`` (the one implementation of the
+    banded checks: :func:`direction_counts` and :func:`valid_mask_u8` both use it)."""
+    h, w = f.shape[:2]
+    n = r1 - r0
+    hi = (float(w - 1), float(h - 1))
+    fq = f[r0:r1]
+    map2 = cv2.add(fq, grid[r0:r1], dst=bb["map2"][:n])
+    # forward–backward check (same operations and order as _Geom.fb_valid)
+    back = cv2.remap(g, map2, None, cv2.INTER_LINEAR, dst=bb["v2b"][:n], borderMode=cv2.BORDER_REPLICATE)
+    mag = _channel_sum_sq(fq, tmp=bb["v2a"][:n], out=bb["s1"][:n])
+    rhs = _channel_sum_sq(back, tmp=bb["v2a"][:n], out=bb["s2"][:n])
+    rhs += mag
+    rhs *= th.fb_alpha
+    rhs += th.fb_beta
+    np.add(back, fq, out=back)
+    lhs = _channel_sum_sq(back, tmp=back, out=bb["s3"][:n])
+    m = cv2.compare(lhs, rhs, cv2.CMP_LT, dst=bb["u1"][:n])
+    cv2.bitwise_and(m, cv2.inRange(map2, (0.0, 0.0), hi, dst=bb["u2"][:n]), dst=m)
+    if check_motion_boundary:  # same operations and order as _Geom.motion_boundary
+        gx = cv2.filter2D(fq, cv2.CV_32F, _DX_KERNEL, dst=bb["v2a"][:n], borderType=cv2.BORDER_REPLICATE)
+        grad_sq = _channel_sum_sq(gx, tmp=gx, out=bb["s2"][:n])
+        e0, e1 = max(0, r0 - 1), min(h, r1 + 1)
+        gy = cv2.filter2D(f[e0:e1], cv2.CV_32F, _DY_KERNEL, dst=bb["v2b"][:e1 - e0],
+                          borderType=cv2.BORDER_REPLICATE)[r0 - e0:r0 - e0 + n]
+        grad_sq += _channel_sum_sq(gy, tmp=bb["v2a"][:n], out=bb["s3"][:n])
+        mb_rhs = np.multiply(mag, np.float32(th.mb_alpha), out=bb["s3"][:n])
+        mb_rhs += th.mb_beta
+        cv2.bitwise_and(m, cv2.compare(grad_sq, mb_rhs, cv2.CMP_LE, dst=bb["u2"][:n]), dst=m)
+    return m, map2
+
+
 def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *,
                      void: int = VOID, check_motion_boundary: bool = True,
                      thresholds: ValidityThresholds = DEFAULT_THRESHOLDS,
@@ -333,7 +368,7 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
     src_p, labels_q = np.ascontiguousarray(src_p), np.ascontiguousarray(labels_q)
     bb = ws.band_buffers()
     wbuf = bb["warped8"] if src_p.dtype == np.uint8 else bb["warped16"]
-    fill, hi = float(void), (float(w - 1), float(h - 1))
+    fill = float(void)
     rows = bb["s1"].shape[0] - 2
     n_diff = n_valid = 0
     # Row bands of BAND_ROWS rows: every step is per pixel (remap, compare) or per row (the x gradient), so a band
@@ -342,31 +377,9 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
-        fq = f[r0:r1]
-        map2 = cv2.add(fq, ws.grid[r0:r1], dst=bb["map2"][:n])
+        m, map2 = _band_valid(f, g, ws.grid, r0, r1, bb, th, check_motion_boundary)
         warped = cv2.remap(src_p, map2, None, cv2.INTER_NEAREST, dst=wbuf[:n], borderMode=cv2.BORDER_CONSTANT,
                            borderValue=fill)
-        # forward–backward check (same operations and order as _Geom.fb_valid)
-        back = cv2.remap(g, map2, None, cv2.INTER_LINEAR, dst=bb["v2b"][:n], borderMode=cv2.BORDER_REPLICATE)
-        mag = _channel_sum_sq(fq, tmp=bb["v2a"][:n], out=bb["s1"][:n])
-        rhs = _channel_sum_sq(back, tmp=bb["v2a"][:n], out=bb["s2"][:n])
-        rhs += mag
-        rhs *= th.fb_alpha
-        rhs += th.fb_beta
-        np.add(back, fq, out=back)
-        lhs = _channel_sum_sq(back, tmp=back, out=bb["s3"][:n])
-        m = cv2.compare(lhs, rhs, cv2.CMP_LT, dst=bb["u1"][:n])
-        cv2.bitwise_and(m, cv2.inRange(map2, (0.0, 0.0), hi, dst=bb["u2"][:n]), dst=m)
-        if check_motion_boundary:  # same operations and order as _Geom.motion_boundary
-            gx = cv2.filter2D(fq, cv2.CV_32F, _DX_KERNEL, dst=bb["v2a"][:n], borderType=cv2.BORDER_REPLICATE)
-            grad_sq = _channel_sum_sq(gx, tmp=gx, out=bb["s2"][:n])
-            e0, e1 = max(0, r0 - 1), min(h, r1 + 1)
-            gy = cv2.filter2D(f[e0:e1], cv2.CV_32F, _DY_KERNEL, dst=bb["v2b"][:e1 - e0],
-                              borderType=cv2.BORDER_REPLICATE)[r0 - e0:r0 - e0 + n]
-            grad_sq += _channel_sum_sq(gy, tmp=bb["v2a"][:n], out=bb["s3"][:n])
-            mb_rhs = np.multiply(mag, np.float32(th.mb_alpha), out=bb["s3"][:n])
-            mb_rhs += th.mb_beta
-            cv2.bitwise_and(m, cv2.compare(grad_sq, mb_rhs, cv2.CMP_LE, dst=bb["u2"][:n]), dst=m)
         lq = labels_q[r0:r1]
         cv2.bitwise_and(m, cv2.compare(lq, fill, cv2.CMP_NE, dst=bb["u2"][:n]), dst=m)
         cv2.bitwise_and(m, cv2.compare(warped, fill, cv2.CMP_NE, dst=bb["u2"][:n]), dst=m)
@@ -377,6 +390,141 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
     if n_valid == 0:
         return 0, 0
     return int(n_diff), int(n_valid)
+
+
+def valid_mask_u8(flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, check_motion_boundary: bool = True,
+                  thresholds: ValidityThresholds = DEFAULT_THRESHOLDS, workspace: WarpWorkspace | None = None,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """``M[p→q]`` as an (H, W) uint8 map, 255 where valid and 0 elsewhere: exactly the mask :func:`direction_counts`
+    uses before it removes the void pixels (the same banded operations, shared code), for caching.
+
+    Args:
+        flow_q_to_p, flow_p_to_q: (H, W, 2) float32 flows in pixels (dx, dy).
+        check_motion_boundary, thresholds: as in :func:`direction_counts`.
+        workspace: optional :class:`WarpWorkspace` of the frame size (one per thread).
+        out: optional (H, W) uint8 C-contiguous array to write into.
+
+    Returns:
+        ``out`` (or a new array): (H, W) uint8 in {0, 255}.
+    """
+    th = _check_thresholds(thresholds, "valid_mask_u8")
+    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
+    g = np.ascontiguousarray(_check_flow_np(flow_p_to_q, "flow_p_to_q"))
+    h, w = f.shape[:2]
+    if g.shape != f.shape:
+        raise ValueError(f"valid_mask_u8: flow shapes differ: {f.shape} vs {g.shape}")
+    if out is None:
+        out = np.empty((h, w), np.uint8)
+    elif out.shape != (h, w) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"valid_mask_u8: out must be a C-contiguous (H, W) uint8 array with H, W = {(h, w)}")
+    ws = workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+    bb = ws.band_buffers()
+    rows = bb["s1"].shape[0] - 2
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        m, _ = _band_valid(f, g, ws.grid, r0, r1, bb, th, check_motion_boundary)
+        out[r0:r1] = m
+    return out
+
+
+def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray], flow_q_to_p: np.ndarray,
+                           valid: np.ndarray, *, void: int = VOID, workspace: WarpWorkspace | None = None,
+                           histograms: tuple[int, ...] = (), void_free: list[bool] | None = None
+                           ) -> tuple[list[tuple[int, int]], dict[int, np.ndarray]]:
+    """:func:`direction_counts` of one direction for several label videos at once, with ``M[p→q]`` given.
+
+    ``valid`` is the (H, W) uint8 mask of :func:`valid_mask_u8` (nonzero = valid; e.g. 0/1 as read from a cache),
+    so only the labels are warped (nearest, ``void`` outside the frame, with the sampling map ``x + F[q→p](x)``
+    computed once for all videos) and compared. The counts equal :func:`direction_counts` with the flows that gave
+    ``valid`` (tested).
+
+    Args:
+        srcs_p, labels_q: for each video, the (H, W) uint8 or uint16 label maps of frames p and q (one dtype per
+            video).
+        flow_q_to_p: (H, W, 2) float32 flow in pixels (dx, dy).
+        valid: (H, W) uint8, nonzero where ``M[p→q]`` holds.
+        void: the ignored label.
+        workspace: optional :class:`WarpWorkspace` of the frame size (one per thread).
+        histograms: indices of the videos whose label histograms over the counted pixels are wanted (for TC).
+        void_free: for each video, True when neither of its two maps holds ``void`` (the caller's promise): its
+            counted pixels are then exactly ``M`` (``W(O_p)`` is void only outside the frame, which ``M`` already
+            excludes), and the void tests are skipped. Same counts.
+
+    Returns:
+        ``([(n_diff, n_valid) per video], {index: (3, L) int64})``: per label ``l < L`` (L = 256 for uint8, 65536
+        for uint16 labels) the counted pixels with ``O_q = l``, with ``W(O_p) = l``, and with both; ``(0, 0)`` for a
+        video without a counted pixel.
+    """
+    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
+    h, w = f.shape[:2]
+    valid = np.ascontiguousarray(valid)
+    if valid.shape != (h, w) or valid.dtype != np.uint8:
+        raise ValueError(f"direction_counts_valid: valid must be an (H, W) uint8 mask with H, W = {(h, w)}, got "
+                         f"{valid.shape} {valid.dtype}")
+    if len(srcs_p) != len(labels_q):
+        raise ValueError("direction_counts_valid: srcs_p and labels_q differ in length")
+    srcs_p = [np.ascontiguousarray(a) for a in srcs_p]
+    labels_q = [np.ascontiguousarray(a) for a in labels_q]
+    for k, (a, b) in enumerate(zip(srcs_p, labels_q)):
+        for lab in (a, b):
+            if lab.ndim != 2 or lab.shape != (h, w) or lab.dtype not in (np.uint8, np.uint16) or a.dtype != b.dtype:
+                raise ValueError(f"direction_counts_valid: video {k}: labels must be (H, W) uint8/uint16 maps of one "
+                                 f"dtype with H, W = {(h, w)}, got {a.shape} {a.dtype} and {b.shape} {b.dtype}")
+    ws = workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+    bb = ws.band_buffers()
+    rows = bb["s1"].shape[0] - 2
+    fill = float(void)
+    n_diff = [0] * len(srcs_p)
+    n_valid = [0] * len(srcs_p)
+    hists: dict[int, np.ndarray] = {}
+    keep: dict[int, tuple[np.ndarray, ...]] = {}
+    n_all = None  # Σ M, once for all void-free videos
+    if void_free is not None and len(void_free) != len(srcs_p):
+        raise ValueError("direction_counts_valid: void_free and srcs_p differ in length")
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
+        map2 = cv2.add(f[r0:r1], ws.grid[r0:r1], dst=bb["map2"][:n])
+        vb = valid[r0:r1]
+        for k, (src_p, lab_q) in enumerate(zip(srcs_p, labels_q)):
+            wbuf = bb["warped8"] if src_p.dtype == np.uint8 else bb["warped16"]
+            warped = cv2.remap(src_p, map2, None, cv2.INTER_NEAREST, dst=wbuf[:n], borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=fill)
+            lq = lab_q[r0:r1]
+            if void_free is not None and void_free[k]:  # no void in either map: the counted pixels are M
+                m = vb
+                if n_all is None:
+                    n_all = cv2.countNonZero(valid)
+                n_valid[k] = n_all
+            else:
+                m = cv2.compare(lq, fill, cv2.CMP_NE, dst=bb["u1"][:n])
+                cv2.bitwise_and(m, vb, dst=m)
+                cv2.bitwise_and(m, cv2.compare(warped, fill, cv2.CMP_NE, dst=bb["u2"][:n]), dst=m)
+                n_valid[k] += cv2.countNonZero(m)
+            diff = cv2.compare(warped, lq, cv2.CMP_NE, dst=bb["u2"][:n])
+            cv2.bitwise_and(diff, m, dst=diff)
+            n_diff[k] += cv2.countNonZero(diff)
+            if k in histograms:  # keep the band's maps; one joint histogram at the end
+                if k not in keep:
+                    keep[k] = (np.empty((h, w), src_p.dtype), np.empty((h, w), src_p.dtype), np.empty((h, w), np.uint8))
+                kq, kw, km = keep[k]
+                kq[r0:r1] = lq
+                kw[r0:r1] = warped
+                km[r0:r1] = m
+    for k in histograms:
+        kq, kw, km = keep[k]
+        if kq.dtype == np.uint8 and h * w < 1 << 24:
+            # the joint (O_q, W(O_p)) histogram in one pass; calcHist counts in float32, exact below 2**24
+            joint = cv2.calcHist([kq, kw], [0, 1], km, [256, 256], [0, 256, 0, 256]).astype(np.int64)
+            hists[k] = np.stack([joint.sum(axis=1), joint.sum(axis=0), np.diagonal(joint)])
+        else:
+            levels = 256 if kq.dtype == np.uint8 else 65536
+            sel = km != 0
+            a, b = kq[sel], kw[sel]
+            hists[k] = np.stack([np.bincount(a, minlength=levels), np.bincount(b, minlength=levels),
+                                 np.bincount(a[a == b], minlength=levels)]).astype(np.int64)
+    counts = [(0, 0) if nv == 0 else (int(nd), int(nv)) for nd, nv in zip(n_diff, n_valid)]
+    return counts, hists
 
 
 def warp_and_valid(src: np.ndarray, flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, mode: str = "nearest",

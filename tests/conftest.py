@@ -74,6 +74,13 @@ def _require(fixture: str) -> Path:
     return root if fixture == "shared_data" else root / REAL_DATA[fixture][0]
 
 
+@pytest.fixture(autouse=True)
+def _private_steadyseg_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own steadyseg cache root (``STEADYSEG_CACHE_DIR``, inherited by subprocesses), so no test
+    reads or writes the user's persistent cache (``~/.cache/steadyseg``)."""
+    monkeypatch.setenv("STEADYSEG_CACHE_DIR", str(tmp_path_factory.mktemp("steadyseg-cache")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real-data root folder (fails when it is absent)."""

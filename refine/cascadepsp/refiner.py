@@ -8,15 +8,25 @@ Conventions
 - Output: ``(H, W)`` ``float32`` soft foreground map in [0, 1]; threshold at 0.5 for a binary mask (the official
   package returns the same map scaled to ``uint8`` 0-255).
 
-Global step: the image is resized so that its longest side is ``L`` (bicubic image / bilinear mask when upscaling,
-'area' when downscaling), padded to a multiple of 8 (image with 0 after normalisation, masks with -1) and run
-through all three passes; ``pred_224`` and ``pred_56_2`` are kept. ``fast=True`` returns the resized ``pred_224``.
+Global step: the image and the mask are resized by the factor ``s = L / max(H, W)`` (bicubic image / bilinear
+mask when upscaling, 'area' when downscaling) with torch's ``scale_factor`` semantics, as in the official
+``resize_max_side``: the short side becomes ``floor(s * side)`` and bilinear/bicubic sample at ``1 / s`` steps.
+The network input is padded like the official ``safe_forward`` (image with 0 after normalisation, masks with -1;
+when a side is not a multiple of 8, BOTH sides grow to the next multiple of 8 strictly above them) and all three
+passes run; ``pred_224`` and ``pred_56_2`` are kept. ``fast=True`` returns ``pred_224`` resized back to ``(H, W)``
+('area' after upscaling, bilinear with ``align_corners=True`` after downscaling).
 
-Local step (at full resolution): the global ``pred_224`` binarised to ±1 is the input mask and the global
-``pred_56_2`` (mapped to [-1, 1]) stands in for the stride-8 estimate; ``L x L`` patches at stride ``L // 2 - 32``
-are refined (passes 2 and 3) in bounded batches, patches whose foreground fraction is > 0.9 or < 0.1 are skipped,
-16 px are trimmed from every patch edge that is not on the image border and overlaps are averaged. Pixels that no
-patch covers keep the binarised global result.
+Local step (at full resolution): the global ``pred_224`` (resized bilinearly, ``align_corners=False``) binarised
+at 0.5 to ±1 is the input mask and the global ``pred_56_2`` (same resize, mapped to [-1, 1]) stands in for the
+stride-8 estimate; ``L x L`` patches at stride ``L // 2 - 32`` (see :func:`plan_patches`) are refined (passes 2
+and 3) in bounded batches, patches whose foreground fraction is > 0.9 or < 0.1 are skipped, 16 px are trimmed from
+every patch edge that is not on the image border and overlaps are averaged (patches added in the official order).
+Pixels that no patch covers keep the binarised global result (0 or 1).
+
+Parity: with the same weights, :meth:`CascadePSPRefiner.refine` computes what the official
+``Refiner.refine`` computes (same resampling calls, sizes, padding, patch grid, skip rule and averaging order);
+``(refine(...) * 255).astype(np.uint8)`` is the official ``uint8`` output. Bit equality additionally needs the
+same CPU kernels (torch build, instruction set), see ``tests/refine/test_cascadepsp_golden.py``.
 """
 
 from __future__ import annotations
@@ -74,21 +84,33 @@ def plan_patches(height: int, width: int, L: int) -> list[Patch]:
     return patches
 
 
-def _pad_to_multiple(t: torch.Tensor, *, value: float, multiple: int = 8) -> torch.Tensor:
+def _pad_like_official(t: torch.Tensor, *, value: float) -> torch.Tensor:
+    """Pad ``(B, C, h, w)`` at the bottom/right with ``value`` as the official ``safe_forward`` does.
+
+    When ``h`` or ``w`` is not a multiple of 8, BOTH sides become ``(n // 8 + 1) * 8``: a side that already is a
+    multiple of 8 still gains 8 rows/columns (e.g. 300 x 400 -> 304 x 408). The padding changes the network's
+    output inside the image (pyramid pooling sees it), so it is reproduced as is. Untouched when both are
+    multiples of 8.
+    """
     h, w = t.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
+    if h % 8 == 0 and w % 8 == 0:
         return t
-    return F.pad(t, (0, pw, 0, ph), mode="constant", value=value)
+    return F.pad(t, (0, (w // 8 + 1) * 8 - w, 0, (h // 8 + 1) * 8 - h), mode="constant", value=value)
 
 
 def _resize_max_side(t: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+    """Resize ``(B, C, h, w)`` by the factor ``s = side / max(h, w)`` exactly as the official ``resize_max_side``.
+
+    Torch's ``scale_factor`` semantics: the output is ``floor(h * s) x floor(w * s)`` (so the longest side is
+    ``side`` and the other is rounded DOWN), and 'bilinear' / 'bicubic' (``align_corners=False``) map output to
+    input coordinates with ``1 / s``, not with the ratio of the sizes. 'area' is adaptive average pooling to that
+    size.
+    """
     h, w = t.shape[-2:]
     scale = side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
     if mode == "area":
-        return F.interpolate(t, size=size, mode="area")
-    return F.interpolate(t, size=size, mode=mode, align_corners=False)
+        return F.interpolate(t, scale_factor=scale, mode="area")
+    return F.interpolate(t, scale_factor=scale, mode=mode, align_corners=False)
 
 
 def _validate(image: np.ndarray, mask: np.ndarray) -> None:
@@ -169,17 +191,19 @@ class CascadePSPRefiner:
 
     def _forward(self, im: torch.Tensor, seg: torch.Tensor, inter_s8: torch.Tensor | None = None
                  ) -> dict[str, torch.Tensor]:
-        """Pad to a multiple of 8, run the network, crop back; returns float32 ``pred_224`` and ``pred_56_2``."""
+        """Pad (see :func:`_pad_like_official`), run the network, crop back to ``(h, w)``.
+
+        Returns float32 ``(B, 1, h, w)`` ``pred_224`` and ``pred_56_2`` (sigmoids in [0, 1])."""
         h, w = im.shape[-2:]
-        im_p = _pad_to_multiple(im, value=0.0)
-        seg_p = _pad_to_multiple(seg, value=-1.0)
-        s8_p = None if inter_s8 is None else _pad_to_multiple(inter_s8, value=-1.0)
+        im_p = _pad_like_official(im, value=0.0)
+        seg_p = _pad_like_official(seg, value=-1.0)
+        s8_p = None if inter_s8 is None else _pad_like_official(inter_s8, value=-1.0)
         with self._autocast():
             out = self.model(im_p, seg_p, inter_s8=s8_p)
         return {k: out[k][..., :h, :w].float() for k in ("pred_224", "pred_56_2")}
 
     def _to_tensors(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        im = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        im = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         im = (im - self._mean) / self._std
         seg = torch.from_numpy(binarize_mask(mask).astype(np.float32)).to(self.device)[None, None] * 2.0 - 1.0
         return im, seg
@@ -206,28 +230,58 @@ class CascadePSPRefiner:
         ``image``: ``(H, W, 3)`` uint8 RGB. ``mask``: ``(H, W)`` bool/uint8 (see module docstring).
         ``fast=True`` runs only the global step. ``L``: working resolution of the global step and patch size of
         the local step (default 900, as in the official package). Runs under ``torch.inference_mode()``.
+        ``(result * 255).astype(np.uint8)`` is what the official ``Refiner.refine`` returns.
         """
-        _validate(image, mask)
-        if L < 8:
-            raise ValueError(f"L must be >= 8, got {L}")
-        if not fast and L // 2 - 2 * PATCH_PADDING <= 0:
-            raise ValueError(f"L={L} is too small for the local step (needs L >= {4 * PATCH_PADDING + 2}); "
-                             "use a larger L or fast=True")
-        h, w = mask.shape
+        self._check_call(image, mask, L, local=not fast)
         with torch.inference_mode():
             im, seg = self._to_tensors(image, mask)
             glob = self._global(im, seg, L)
             if fast:
                 self.last_stats = {"patches_planned": 0, "patches_refined": 0}
-                pred = glob["pred_224"]
-                if max(h, w) < L:
-                    pred = F.interpolate(pred, size=(h, w), mode="area")
-                elif max(h, w) > L:
-                    pred = F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=True)
-            else:
-                pred = self._local(im, glob, L)
-            out = pred[0, 0].clamp_(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False)
-        return out
+                return self._to_numpy(self._global_to_input_size(glob, im.shape[-2:], L))
+            return self._to_numpy(self._local(im, glob, L))
+
+    def refine_fast_and_full(self, image: np.ndarray, mask: np.ndarray, *, L: int = 900
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """``(refine(..., fast=True), refine(..., fast=False))`` for the same ``L``, sharing one global step.
+
+        Both maps are bit-identical to the two separate calls (the global step is deterministic and is the first
+        step of both modes); this saves one global step (at ``L = 900`` most of the full mode's time when few
+        patches are refined). ``last_stats`` describes the full mode.
+        """
+        self._check_call(image, mask, L, local=True)
+        with torch.inference_mode():
+            im, seg = self._to_tensors(image, mask)
+            glob = self._global(im, seg, L)
+            fast = self._to_numpy(self._global_to_input_size(glob, im.shape[-2:], L))
+            full = self._to_numpy(self._local(im, glob, L))
+        return fast, full
+
+    @staticmethod
+    def _check_call(image: np.ndarray, mask: np.ndarray, L: int, *, local: bool) -> None:
+        _validate(image, mask)
+        if L < 8:
+            raise ValueError(f"L must be >= 8, got {L}")
+        if local and L // 2 - 2 * PATCH_PADDING <= 0:
+            raise ValueError(f"L={L} is too small for the local step (needs L >= {4 * PATCH_PADDING + 2}); "
+                             "use a larger L or fast=True")
+
+    @staticmethod
+    def _global_to_input_size(glob: dict[str, torch.Tensor], size: tuple[int, int], L: int) -> torch.Tensor:
+        """The fast-mode result: global ``pred_224`` ``(1, 1, h', w')`` back to ``size`` = ``(H, W)``, as the
+        official ``process_im_single_pass``: 'area' when the global step upscaled (``max(H, W) < L``), bilinear
+        with ``align_corners=True`` when it downscaled, unchanged when ``max(H, W) == L``."""
+        pred = glob["pred_224"]
+        if max(size) < L:
+            return F.interpolate(pred, size=tuple(size), mode="area")
+        if max(size) > L:
+            return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=True)
+        return pred
+
+    @staticmethod
+    def _to_numpy(pred: torch.Tensor) -> np.ndarray:
+        """``(1, 1, H, W)`` map in [0, 1] → ``(H, W)`` float32 numpy array (clamped to [0, 1], a new array)."""
+        return pred[0, 0].clamp(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False)
 
     def _local(self, im: torch.Tensor, glob: dict[str, torch.Tensor], L: int) -> torch.Tensor:
         h, w = im.shape[-2:]

@@ -29,14 +29,52 @@ def test_iou_closed_form():
         iou(np.zeros((3, 3)), np.zeros((4, 4)))
 
 
-def test_mask_boundary():
-    assert mask_boundary(_sq(5)).sum() == 36
+def test_mask_boundary_follows_the_official_seg2bmap():
+    # a 10×10 square (rows 10..19, columns 5..14): the row above it (11 px, with the corner at column 4), the
+    # column to its left (10), its own last column (10) and last row (9 more) → 40
+    assert mask_boundary(_sq(5)).sum() == 40
+    # a one-pixel object away from the border: the 2×2 block up and left of it
+    one = np.zeros((6, 6), bool)
+    one[2, 2] = True
+    assert sorted(map(tuple, np.argwhere(mask_boundary(one)))) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    # an object that fills the image has no boundary (the border is not an edge)
+    assert not mask_boundary(np.ones((4, 6), bool)).any()
+    # a one-pixel object in the bottom-right corner: the last row compares only with the right neighbour, the
+    # last column only with the lower one, and the corner pixel itself is never a boundary pixel
+    corner = np.zeros((4, 6), bool)
+    corner[3, 5] = True
+    assert sorted(map(tuple, np.argwhere(mask_boundary(corner)))) == [(2, 4), (2, 5), (3, 4)]
+    # an object along the right border: the column left of it, nothing on the border column except its last row
+    right = np.zeros((4, 6), bool)
+    right[:, 4:] = True
+    assert sorted(map(tuple, np.argwhere(mask_boundary(right)))) == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+
+def test_tolerance_disk_is_the_euclidean_disk():
+    from steadyseg.accuracy import _disk
+
+    # offsets with dy² + dx² ≤ r²: r = 1 is a plus (5 px), r = 2 has 13 px (not the 5×5 ellipse of OpenCV)
+    assert _disk(1).tolist() == [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    assert _disk(2).sum() == 13 and _disk(8).sum() == 197
+
+
+def test_boundary_f_of_one_pixel_objects_by_hand():
+    # 20×20: r = ceil(0.008 · 28.28) = 1 (a plus). Boundaries {(1,1),(1,2),(2,1),(2,2)} and {(1,3),(1,4),(2,3),
+    # (2,4)}: (1,2) and (2,2) lie next to (1,3) and (2,3) → P = R = 2/4 → F = 0.5
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[2, 2] = b[2, 4] = True
+    assert boundary_f(a, b) == pytest.approx(0.5)
+    # one pixel apart diagonally: (1,1)…(2,2) vs (2,2)…(3,3): (2,2) shared, (1,2)/(2,1) touch (2,2) → P = R = 3/4
+    c = np.zeros((20, 20), bool)
+    c[3, 3] = True
+    assert boundary_f(a, c) == pytest.approx(0.75)
 
 
 def test_boundary_f_closed_form():
     a = _sq(5)
     assert boundary_f(a, a) == 1.0
-    # tolerance 0 px, shift by one column: the top and bottom rows share 9 pixels each → P = R = 18/36, F = 0.5
+    # tolerance 0 px, shift by one column: 40 boundary pixels each; the row above shares 10 pixels, the last row
+    # 10 (its left end is the left column's last pixel) → P = R = 20/40, F = 0.5
     assert boundary_f(_sq(6), a, bound_th=0) == pytest.approx(0.5)
     # default tolerance: ceil(0.008 · hypot(40, 40)) = 1 px covers a one-pixel shift
     assert boundary_f(_sq(6), a) == 1.0

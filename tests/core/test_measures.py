@@ -309,3 +309,138 @@ def test_threaded_pipeline_equals_serial_and_reads_flows_in_order():
     import threading
 
     assert set(threaded.thread) == {threading.get_ident()}  # the flow callable is only used from this thread
+
+
+# ------------------------------------------------------------------------------ cached validity masks, many videos
+def _random_case(seed=5, h=70, w=90, n=8, classes=3):
+    """Blobby multi-class label maps with some void, and smooth random flows between every two frames."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(n):
+        noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 4)
+        lab = np.digitize(noise, np.quantile(noise, np.linspace(0, 1, classes + 1)[1:-1])).astype(np.uint8)
+        lab[rng.random((h, w)) < 0.01] = 255
+        masks.append(lab)
+    flows = {(p, q): cv2.GaussianBlur(rng.normal(0, 3, (h, w, 2)).astype(np.float32), (0, 0), 5) * (q - p)
+             for p in range(n) for q in range(n) if p != q}
+    return masks, flows
+
+
+class DictValidCache:
+    """A validity-mask store with the FlowProvider protocol, counting gets, hits and puts."""
+
+    def __init__(self):
+        self.store, self.gets, self.hits, self.puts = {}, 0, 0, 0
+
+    def get_valid(self, p, q, *, check_motion_boundary, thresholds):
+        self.gets += 1
+        got = self.store.get((p, q, check_motion_boundary, thresholds))
+        self.hits += got is not None
+        return None if got is None else np.unpackbits(got[0], count=got[1][0] * got[1][1]).reshape(got[1])
+
+    def put_valid(self, p, q, mask, *, check_motion_boundary, thresholds):
+        self.puts += 1
+        self.store[(p, q, check_motion_boundary, thresholds)] = (np.packbits(mask.reshape(-1) != 0), mask.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("check_mb", [True, False])
+def test_direction_counts_valid_equals_direction_counts(dtype, check_mb):
+    """Counting with M[p→q] given (valid_mask_u8, bit-packed and back) gives direction_counts' numbers exactly."""
+    from steadyseg.warp import WarpWorkspace, direction_counts, direction_counts_valid, valid_mask_u8
+
+    masks, flows = _random_case(h=150, w=60)  # 150 rows: several 64-row bands and a short one
+    ws = WarpWorkspace(150, 60)
+    for p, q in [(0, 1), (1, 0), (2, 5), (6, 3)]:
+        mp, mq = masks[p].astype(dtype), masks[q].astype(dtype)
+        m = valid_mask_u8(flows[(q, p)], flows[(p, q)], check_motion_boundary=check_mb, workspace=ws)
+        assert set(np.unique(m)) <= {0, 255}
+        packed = np.unpackbits(np.packbits(m.reshape(-1) != 0), count=m.size).reshape(m.shape)
+        (got,), _ = direction_counts_valid([mp], [mq], flows[(q, p)], packed, workspace=ws)
+        want = direction_counts(mp, mq, flows[(q, p)], flows[(p, q)], check_motion_boundary=check_mb)
+        assert got == want and want[1] > 0
+        # without void in either map the void tests may be skipped (void_free): same counts
+        fp, fq = np.where(mp == 255, 0, mp).astype(dtype), np.where(mq == 255, 0, mq).astype(dtype)
+        want = direction_counts(fp, fq, flows[(q, p)], flows[(p, q)], check_motion_boundary=check_mb)
+        for free in (False, True):
+            (got,), _ = direction_counts_valid([fp], [fq], flows[(q, p)], m, workspace=ws, void_free=[free])
+            assert got == want
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_valid_cache_and_several_videos_equal_separate_runs(threads):
+    """inconsistency with a validity-mask cache (filled, then read) and inconsistency_many over several mask videos
+    give exactly the numbers of the plain per-pair computation; in-pass TC equals temporal_consistency_tc."""
+    from steadyseg.consistency_scores import temporal_consistency_tc
+    from steadyseg.measures import inconsistency_many
+
+    masks, flows = _random_case()
+    other = [np.where(m == 1, 2, np.where(m == 2, 1, m)).astype(np.uint8) for m in masks]  # classes swapped
+    other[3] = np.roll(other[3], 4, axis=1)  # and one frame shifted: flickers
+    flow = lambda p, q: flows[(p, q)].copy()  # noqa: E731
+    window = 3
+    # reference: the per-pair functions (direction_counts with the flows, no cache)
+    ref = {(p, q): pair_inconsistency(masks[p], masks[q], flow_p_to_q=flows[(p, q)], flow_q_to_p=flows[(q, p)])[0]
+           for q in range(len(masks)) for p in range(max(0, q - window), q)}
+    plain = inconsistency(masks, flow, window=window, threads=threads)
+    assert plain.per_pair == ref and plain.e_raw == float(np.mean(list(ref.values())))
+    cache = DictValidCache()
+    cold = inconsistency(masks, flow, window=window, threads=threads, valid_cache=cache)
+    assert cache.puts == 2 * len(ref) and cache.hits == 0
+    warm = inconsistency(masks, flow, window=window, threads=threads, valid_cache=cache)
+    assert cache.hits == 2 * len(ref) and cache.puts == 2 * len(ref)
+    assert cold.to_dict() == plain.to_dict() == warm.to_dict()
+
+    norm = median_boundary(masks)
+    many = inconsistency_many([masks, other, masks], flow, window=window, normalizers=[norm, norm, None],
+                              threads=threads, valid_cache=cache, tc=[True, True, False])
+    assert cache.puts == 2 * len(ref)  # the masks were all cached: none computed again
+    assert many[0].to_dict() == inconsistency(masks, flow, window=window, normalizer=norm).to_dict()
+    assert many[1].to_dict() == inconsistency(other, flow, window=window, normalizer=norm).to_dict()
+    assert many[2].to_dict() == plain.to_dict() and many[2].tc is None
+    for res, vid in ((many[0], masks), (many[1], other)):
+        assert res.tc == temporal_consistency_tc(vid, flow) and 0 < res.tc < 1
+    # uint16 labels (the numpy histograms), void kept
+    wide = [np.where(m == 255, 255, m.astype(np.uint16) * 300 % 1000).astype(np.uint16) for m in masks]
+    (r16,) = inconsistency_many([wide], flow, window=window, threads=threads, valid_cache=cache, tc=True)
+    assert r16.tc == temporal_consistency_tc(wide, flow) and r16.per_pair == plain.per_pair
+    with pytest.raises(ValueError, match="differ in length"):
+        inconsistency_many([masks, masks[:-1]], flow, window=1)
+    with pytest.raises(ValueError, match="check_motion_boundary"):
+        inconsistency_many([masks], flow, tc=True, check_motion_boundary=False)
+
+
+def _smoothness_reference(masks, sigma, void=255):
+    """The full-frame E_smooth changed-pixel counts (the definition, no shortcut)."""
+    from steadyseg.kernels import gaussian_kernel
+
+    weights = gaussian_kernel(float(sigma), normalize=True)
+    r = (len(weights) - 1) // 2
+    out = []
+    for t, own in enumerate(masks):
+        items = [(i, masks[i]) for i in range(max(0, t - r), min(len(masks), t + r + 1))]
+        classes = np.unique(np.concatenate([np.unique(d) for _, d in items]))
+        classes = classes[classes != void]
+        best = np.full(own.shape, -1.0, dtype=np.float32)
+        best_label = np.zeros(own.shape, dtype=own.dtype)
+        for c in classes:
+            score = np.zeros(own.shape, dtype=np.float32)
+            for i, d in items:
+                score += np.float32(weights[i - t + r]) * (d == c)
+            better = score > best
+            best[better] = score[better]
+            best_label[better] = c
+        out.append(int(np.count_nonzero((best_label != own) & (own != void))))
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 2.0])
+def test_smoothness_equals_full_frame_definition(sigma):
+    """E_smooth scores only the pixels where the window varies: the same number as scoring every pixel."""
+    masks, _ = _random_case(seed=9, n=11, classes=4)
+    masks[4] = np.roll(masks[4], 3, axis=0)
+    masks[7][10:30, 10:30] = 255
+    wide = [np.where(m == 255, 255, m.astype(np.uint16) * 300 % 1000).astype(np.uint16) for m in masks]  # uint16
+    for video in (masks, wide):
+        want = float(np.mean(_smoothness_reference(video, sigma))) / median_boundary(video)
+        assert smoothness(video, sigma=sigma) == want

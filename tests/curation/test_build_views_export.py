@@ -24,6 +24,13 @@ def test_build_metrics_views_and_idempotent_update(fo_env, synthetic_pair, datas
     p = synthetic_pair
     ds = build_curation_dataset(p["original"], p["refined"], p["images"], dataset_name, progress=False)
     assert len(ds) == 2 and ds.persistent
+    # the App draws original and refined masks in two unmistakable colours, both switched on
+    from steadyseg.curation.appearance import ORIGINAL_COLOR, REFINED_COLOR
+
+    assert {f["path"]: f["fieldColor"] for f in ds.app_config.color_scheme.fields} == {
+        "ground_truth": ORIGINAL_COLOR, "refined": REFINED_COLOR}
+    assert ds.app_config.color_scheme.color_by == "field"
+    assert ds.app_config.active_fields.paths == ["ground_truth", "refined"]
     gt, ref = _labels(ds, "ground_truth"), _labels(ds, "refined")
     assert sorted(gt) == [11, 12, 13, 21, 22, 23] and sorted(ref) == [11, 13, 21, 22, 23]
     # stored masks give back the exact full-image masks

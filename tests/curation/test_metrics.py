@@ -23,8 +23,9 @@ def test_shift_by_two_pixels_has_known_numbers():
     assert m["iou"] == pytest.approx(360 / 440)  # 20x18 overlap, 20x22 union
     assert m["area_ratio"] == 1.0
     assert m["centroid_shift"] == pytest.approx(2.0)
-    # 76 boundary pixels each; rows 0 and 19 overlap on 18 columns -> P = R = 36/76
-    assert m["boundary_f"] == pytest.approx(36 / 76)
+    # 80 boundary pixels each (DAVIS seg2bmap: the row above and the column left of the square, its last row and
+    # last column); the row above and the last row overlap on 19 columns each -> P = R = 38/80
+    assert m["boundary_f"] == pytest.approx(38 / 80)
     assert instance_change_metrics(a, b, boundary_tolerance=2)["boundary_f"] == 1.0
 
 

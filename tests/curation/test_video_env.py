@@ -21,7 +21,17 @@ def test_flicker_dataset_matches_the_measure(fo_env, dataset_name, tmp_path):
     paths = write_video_folder(video, tmp_path / "vid")
     ds = build_flicker_dataset(paths["frames"], paths["predictions"], dataset_name, tmp_path / "out", window=2,
                                progress=False)
-    assert len(ds) == 8 and set(ds.list_saved_views()) == {"flicker_worst", "flicker_spikes"}
+    assert len(ds) == 8 and set(ds.list_saved_views()) == {"clip_in_order", "flicker_worst", "flicker_spikes"}
+    assert ds.load_saved_view("clip_in_order").values("frame_index") == list(range(8))
+    # the App opens with the overlays on (not plain frames), masks blue, flicker regions red, the map on "hot"
+    from steadyseg.curation.appearance import FLICKER_COLOR, MASK_COLOR
+
+    assert ds.app_config.active_fields.paths == ["masks", "flicker_map", "flicker_regions"]
+    colors = {f["path"]: f["fieldColor"] for f in ds.app_config.color_scheme.fields}
+    assert colors == {"masks": MASK_COLOR, "flicker_regions": FLICKER_COLOR}
+    assert ds.app_config.color_scheme.colorscales[0]["name"] == "hot"
+    timeline = tmp_path / "out" / "inconsistency_timeline.png"
+    assert ds.info["steadyseg_video"]["timeline_plot"] == str(timeline.resolve()) and timeline.stat().st_size > 5000
     frames = open_video(paths["frames"])
     labels = [np.asarray(m) for m in open_masks(paths["predictions"])]
     flows = FlowProvider(frames, cache_dir=tmp_path / "flow2")

@@ -199,6 +199,12 @@ def test_flow_cli_precomputes_window(synth_frames, tmp_path, capsys):
     assert "18 already cached, 0 computed" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--window"):
         flow_cli.main(parser.parse_args(argv + ["--window", "0"]))
+    # without --cache: the persistent default cache, the one `steadyseg measure` reads without --cache
+    from steadyseg.datasets.flow import default_flow_cache_dir
+
+    assert flow_cli.main(parser.parse_args(argv[:2] + argv[4:])) == 0
+    assert f"-> {default_flow_cache_dir()}" in capsys.readouterr().out
+    assert (default_flow_cache_dir() / f"flow-run-{synth_frames.source.name}.yaml").is_file()
 
 
 def test_cache_format_header_and_damage_in_the_header(tmp_path):
@@ -221,7 +227,7 @@ def test_cache_format_header_and_damage_in_the_header(tmp_path):
         np.testing.assert_array_equal(got, flow)
         got[:] = 0  # a fresh array: changing it does not change the next read
         np.testing.assert_array_equal(cache.get(key), flow)
-        for offset in (0, 8, 12, 16, 20, 28, len(raw) - 1):  # magic, dtype, H, W, length, CRC, last payload byte
+        for offset in (0, 8, 12, 16, 20, 28, len(raw) - 1):  # magic, dtype, H, W, length, CRC-32, last byte
             bad = bytearray(raw)
             bad[offset] ^= 0x01
             path.write_bytes(bytes(bad))
@@ -244,3 +250,80 @@ def test_disk_hits_are_fresh_arrays(synth_frames, tmp_path):
     b = prov(0, 1)
     np.testing.assert_array_equal(b, compute_flow(synth_frames[0], synth_frames[1]))
     assert prov.stats["hits"] == 2 and prov.stats["misses"] == 0
+
+
+def test_valid_mask_entries(synth_frames, tmp_path):
+    """M[p→q] is stored bit-packed beside the flows, keyed by both flow keys, the thresholds and the motion-boundary
+    switch; it reads back equal to valid_mask_u8; a damaged entry is a miss, deleted and counted."""
+    from steadyseg.datasets.flow import valid_cache_key
+    from steadyseg.warp import DEFAULT_THRESHOLDS, ValidityThresholds, valid_mask_u8
+
+    prov = FlowProvider(synth_frames, cache_dir=tmp_path, memory_items=0)
+    assert prov.get_valid(0, 2) is None
+    m = prov.valid(0, 2)
+    want = valid_mask_u8(prov(2, 0), prov(0, 2))
+    np.testing.assert_array_equal(m != 0, want != 0)
+    assert 0 < np.count_nonzero(want) < want.size and prov.stats["valid_stored"] == 1
+    got = prov.get_valid(0, 2)
+    assert got.dtype == np.uint8 and got.shape == synth_frames.size and set(np.unique(got)) <= {0, 1}
+    np.testing.assert_array_equal(got != 0, want != 0)
+    assert prov.stats["valid_hits"] == 1
+    key = prov.valid_key(0, 2)
+    assert key == valid_cache_key(prov.key(2, 0), prov.key(0, 2), thresholds=DEFAULT_THRESHOLDS,
+                                  check_motion_boundary=True)
+    assert len({key, prov.valid_key(2, 0), prov.valid_key(0, 2, check_motion_boundary=False),
+                prov.valid_key(0, 2, thresholds=ValidityThresholds(fb_beta=0.4))}) == 4
+    path = prov.cache.valid_path(key)
+    assert path.suffix == ".valid" and path.parent == prov.cache.path(prov.key(0, 2)).parent.parent / key[:2]
+    h, w = synth_frames.size
+    raw = path.read_bytes()
+    assert len(raw) == 32 + (h * w + 7) // 8
+    for damage in (lambda b: b[:-1], lambda b: b[:10], lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:],
+                   lambda b: b"SSFLOW" + b[6:]):
+        path.write_bytes(damage(raw))
+        before = prov.cache.corrupt
+        assert prov.get_valid(0, 2) is None and not path.exists() and prov.cache.corrupt == before + 1
+    assert prov.cache.get_valid(key, shape=(h + 1, w)) is None  # absent now: a plain miss
+    prov.put_valid(0, 2, want)
+    assert prov.cache.get_valid(key, shape=(h + 1, w)) is None and not path.exists()  # wrong size: a miss
+
+
+def test_default_cache_location(monkeypatch, tmp_path):
+    from steadyseg.datasets.flow import default_cache_root, default_flow_cache_dir
+
+    monkeypatch.setenv("STEADYSEG_CACHE_DIR", str(tmp_path / "s"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_cache_root() == tmp_path / "s" and default_flow_cache_dir() == tmp_path / "s" / "flow"
+    monkeypatch.delenv("STEADYSEG_CACHE_DIR")
+    assert default_cache_root() == tmp_path / "x" / "steadyseg"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the XDG spec: relative values are ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert default_cache_root() == tmp_path / "h" / ".cache" / "steadyseg"
+    assert not (tmp_path / "h").exists()  # nothing is created
+
+
+def test_cache_info_and_clear(synth_frames, tmp_path):
+    from steadyseg.datasets.flow import cache_info, clear_cache
+
+    root = tmp_path / "c"
+    assert cache_info(root) == {"location": str(root), "exists": False, "entries": 0, "bytes": 0, "disk_bytes": 0,
+                                "kinds": {"flow": {"entries": 0, "bytes": 0, "disk_bytes": 0},
+                                          "valid": {"entries": 0, "bytes": 0, "disk_bytes": 0}}}
+    prov = FlowProvider(synth_frames, cache_dir=root)
+    prov.precompute(window_pairs(4, 1), progress=False)
+    for p, q in window_pairs(4, 1):
+        prov.valid(p, q)
+    (root / "flow-run-x.yaml").write_text("kept: true\n")
+    (root / "ab").mkdir(exist_ok=True)
+    (root / "ab" / "notes.txt").write_text("not an entry")
+    orphan = prov.cache.path(prov.key(0, 1)).parent / ".x.flow.999999999.abc.tmp"  # a dead writer's temporary
+    orphan.write_bytes(b"partial")
+    info = cache_info(root)
+    h, w = synth_frames.size
+    assert info["exists"] and info["kinds"]["flow"]["entries"] == 6 and info["kinds"]["valid"]["entries"] == 6
+    assert info["entries"] == 12 and info["kinds"]["flow"]["bytes"] == 6 * (32 + h * w * 8)
+    assert info["bytes"] == 6 * (32 + h * w * 8) + 6 * (32 + (h * w + 7) // 8) and info["disk_bytes"] > 0
+    removed = clear_cache(root)
+    assert removed["entries"] == 12 and cache_info(root)["entries"] == 0
+    assert (root / "flow-run-x.yaml").is_file() and (root / "ab" / "notes.txt").is_file() and not orphan.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["ab", "flow-run-x.yaml"]  # empty shards removed

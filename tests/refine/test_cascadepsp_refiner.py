@@ -148,3 +148,43 @@ def test_full_mode_without_patches_is_the_binarised_global_step(refiner, sample)
     refined = every.refine(image, mask, fast=False, L=96)
     assert every.last_stats["patches_refined"] == every.last_stats["patches_planned"] >= 1
     assert not np.array_equal(refined, full)
+
+
+def test_padding_follows_the_official_safe_forward():
+    """Both sides grow to the next multiple of 8 strictly above them as soon as one side is not a multiple of 8
+    (a side that already is one gains 8); image padded with 0, masks with -1; nothing when both are multiples."""
+    from steadyseg.refine.cascadepsp.refiner import _pad_like_official
+
+    t = torch.ones(1, 1, 300, 400)
+    p = _pad_like_official(t, value=-1.0)
+    assert p.shape == (1, 1, 304, 408)
+    assert torch.equal(p[..., :300, :400], t) and (p[..., 300:, :] == -1).all() and (p[..., :, 400:] == -1).all()
+    assert _pad_like_official(torch.zeros(2, 3, 296, 401), value=0.0).shape == (2, 3, 304, 408)
+    same = torch.zeros(1, 3, 296, 400)
+    assert _pad_like_official(same, value=0.0) is same
+
+
+def test_resize_uses_scale_factor_semantics():
+    """Sizes are floor(side * s) and bilinear samples at 1 / s steps, as the official resize_max_side."""
+    from steadyseg.refine.cascadepsp.refiner import _resize_max_side
+
+    assert _resize_max_side(torch.zeros(1, 1, 480, 640), 224, "area").shape[-2:] == (168, 224)
+    assert _resize_max_side(torch.zeros(1, 1, 424, 640), 400, "area").shape[-2:] == (265, 400)  # 265.0
+    assert _resize_max_side(torch.zeros(1, 1, 424, 640), 900, "bicubic").shape[-2:] == (596, 900)  # 596.25
+    # 4 x 6 -> s = 8/6 -> 5 x 8 (5.33 rounded down). Rows are sampled at y = (i + 0.5) * 0.75 - 0.5 (1 / s), not
+    # at (i + 0.5) * 0.8 - 0.5 (4 / 5): rows valued 8 * y give 0, 5, 11, 17, 23 (a size would give 0, 5.6, 12, ...).
+    t = (torch.arange(4.0) * 8).view(1, 1, 4, 1).expand(1, 1, 4, 6).contiguous()
+    out = _resize_max_side(t, 8, "bilinear")
+    assert out.shape == (1, 1, 5, 8)
+    torch.testing.assert_close(out[0, 0, :, 0], torch.tensor([0.0, 5.0, 11.0, 17.0, 23.0]))
+
+
+def test_fast_and_full_in_one_call_equal_separate_calls(refiner, sample):
+    image, mask = sample[0][:72, :120].copy(), sample[1][:72, :120].copy()
+    every = CascadePSPRefiner(model=refiner.model, skip_low=0.0, skip_high=1.0)
+    fast, full = every.refine_fast_and_full(image, mask, L=100)
+    assert every.last_stats == {"patches_planned": 3, "patches_refined": 3}
+    np.testing.assert_array_equal(fast, every.refine(image, mask, fast=True, L=100))
+    np.testing.assert_array_equal(full, every.refine(image, mask, fast=False, L=100))
+    with pytest.raises(ValueError, match="too small for the local step"):
+        every.refine_fast_and_full(image, mask, L=64)
