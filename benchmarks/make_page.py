@@ -39,6 +39,7 @@ TITLES = {
     "bench_refine_coco": "`refine-coco` throughput (`bench_refine_coco.py`)",
     "bench_cascadepsp": "CascadePSP on CPU (`bench_cascadepsp.py`)",
     "bench_curation_ingest": "Curation ingest (`bench_curation_ingest.py`)",
+    "bench_video_models": "Decoder and video-model speed (`bench_video_models.py`)",
 }
 
 

@@ -3,6 +3,7 @@
 - :func:`flicker_overlay`: an RGB image showing where a frame's mask disagrees with its flow-warped neighbours.
 - :func:`plot_per_frame`: per-frame inconsistency over time (and IoU when known).
 - :func:`save_measure_plot`: both side by side in one PNG, written atomically.
+- :func:`save_figure`: write any figure as a PNG atomically and close it (every plot of the project ends here).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from steadyseg.files import atomic_path
 
-__all__ = ["pyplot", "flicker_overlay", "plot_per_frame", "save_measure_plot"]
+__all__ = ["pyplot", "save_figure", "flicker_overlay", "plot_per_frame", "save_measure_plot"]
 
 
 def pyplot():
@@ -26,6 +27,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Lay out ``fig`` (``tight_layout``), write it as a PNG to ``path`` atomically, close it; returns the path."""
+    path = Path(path)
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    return path
 
 
 def flicker_overlay(frame: np.ndarray, mask: np.ndarray, flicker: np.ndarray, *, void: int = 255) -> np.ndarray:
@@ -89,11 +102,8 @@ def save_measure_plot(path: str | os.PathLike, *, per_frame: Sequence[float], fr
         a1.imshow(flicker_overlay(frame, mask, flicker))
         a1.set_title(f"frame {t}: red = disagrees with warped neighbours, yellow = mask boundary")
         a1.axis("off")
-        fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return save_figure(fig, path, dpi=dpi)
 

@@ -39,7 +39,8 @@ import numpy as np
 from steadyseg.errors import InputError
 
 __all__ = ["Row", "parse_method", "load_bench_manifest", "run_bench", "BENCH_DEFAULTS", "DEFAULT_METHODS",
-           "COLUMNS", "format_tables"]
+           "COLUMNS", "format_tables", "markdown_table", "mean_record", "measure_row", "read_bench_json",
+           "link_first_frames"]
 
 DEFAULT_METHODS: tuple[str, ...] = ("teacher", "gauss:0.5", "gauss:1", "gauss:2", "gauss:3", "wgf2d", "wgf3d")
 BENCH_DEFAULTS: dict[str, Any] = {"methods": DEFAULT_METHODS, "max_frames": None, "binary": False, "cache": None,
@@ -171,11 +172,12 @@ def load_bench_manifest(path: str | os.PathLike) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # Producing and measuring the rows
 # ----------------------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_bench_json(row_dir: Path) -> dict[str, Any] | None:
+    """``row_dir/bench.json`` (a row's inputs, masks, fps and cached measures), or None when absent or unreadable."""
     import json
 
     try:
-        return json.loads(path.read_text())
+        return json.loads((Path(row_dir) / "bench.json").read_text())
     except (OSError, ValueError):
         return None
 
@@ -197,28 +199,35 @@ def _video_length(frames: Path, gt: Path, teacher: Path, *, max_frames: int | No
     return len(video)
 
 
-def _truncated_inputs(frames: Path, teacher: Path, dst: Path, max_frames: int) -> tuple[Path, Path]:
-    """Folders of links to the first ``max_frames`` frames and teacher masks (a model predicts only those)."""
-    from steadyseg.datasets.masks import open_masks
+def _link_files(files: list[str | None], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        link = folder / Path(f).name
+        if not link.exists():
+            link.symlink_to(Path(f).resolve())
+    return folder
+
+
+def link_first_frames(frames: Path, dst: Path, max_frames: int) -> Path:
+    """``dst/frames``: a folder of links to the first ``max_frames`` frames (a model then predicts only those)."""
     from steadyseg.datasets.video import open_video
 
     video = open_video(frames, max_frames=max_frames)
+    files = [video.frame_path(i) for i in range(len(video))]
+    if None in files:  # a video file: nothing to link
+        raise InputError(frames, "max_frames with a model row needs a folder of per-frame files")
+    return _link_files(files, dst / "frames")
+
+
+def _truncated_inputs(frames: Path, teacher: Path, dst: Path, max_frames: int) -> tuple[Path, Path]:
+    """Folders of links to the first ``max_frames`` frames and teacher masks (a model predicts only those)."""
+    from steadyseg.datasets.masks import open_masks
+
     masks = open_masks(teacher, max_frames=max_frames)
-    frame_files = [video.frame_path(i) for i in range(len(video))]
-    mask_files = [masks.mask_path(i) for i in range(len(masks))]
-    if None in frame_files or None in mask_files:  # a video file or one (T, C, H, W) array: nothing to link
-        raise InputError(frames if None in frame_files else teacher,
-                         "max_frames with a decoder row needs folders of per-frame files")
-    out = []
-    for name, files in (("frames", frame_files), ("teacher", mask_files)):
-        folder = dst / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            link = folder / Path(f).name
-            if not link.exists():
-                link.symlink_to(Path(f).resolve())
-        out.append(folder)
-    return out[0], out[1]
+    files = [masks.mask_path(i) for i in range(len(masks))]
+    if None in files:  # one (T, C, H, W) array: nothing to link
+        raise InputError(teacher, "max_frames with a decoder row needs folders of per-frame files")
+    return link_first_frames(frames, dst, max_frames), _link_files(files, dst / "teacher")
 
 
 def _produce(row: Row, video: dict[str, Any], row_dir: Path, inputs: dict[str, Any], cfg: dict[str, Any],
@@ -227,7 +236,7 @@ def _produce(row: Row, video: dict[str, Any], row_dir: Path, inputs: dict[str, A
     from steadyseg.files import atomic_write_json
     from steadyseg.refine.postprocess.video_filter import postprocess_video
 
-    rec = _read_json(row_dir / "bench.json")
+    rec = read_bench_json(row_dir)
     if rec is not None and rec.get("inputs") == inputs:
         return Path(rec["masks"]), rec.get("fps")
     if row_dir.exists():  # stale outputs of other inputs
@@ -268,22 +277,43 @@ def _produce(row: Row, video: dict[str, Any], row_dir: Path, inputs: dict[str, A
     return Path(masks), fps
 
 
-def _measure(masks: Path, video: dict[str, Any], row_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The row's measures (cached in bench.json under the measure settings)."""
+#: version of the accuracy columns cached in bench.json; 2: F with the official DAVIS boundary conventions
+#: (2026-12-01). Cached measures of another version get their J, F, recall and IoU recomputed (cheap: no flow).
+ACCURACY_VERSION = 2
+
+
+def _accuracy(masks: Path, video: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    from steadyseg.accuracy import davis_scores
+    from steadyseg.datasets.masks import open_masks
+
+    pred = open_masks(masks, binary=cfg["binary"], max_frames=cfg["max_frames"])
+    gt = open_masks(video["gt"], binary=cfg["binary"], max_frames=cfg["max_frames"])
+    acc = davis_scores(pred, gt, binary=cfg["binary"])
+    return {"recall": acc["J_recall"], "iou": acc["mean_iou"], "j_mean": acc["J_mean"], "f_mean": acc["F_mean"]}
+
+
+def measure_row(masks: Path, video: dict[str, Any], row_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The measures of the masks of one row of one video (``video["frames"]``, ``video["gt"]``), cached in
+    ``row_dir/bench.json`` under the measure settings of ``cfg`` (``max_frames``, ``binary``, ``flow``, ``preset``,
+    ``window``; also ``cache``, ``workers``, ``progress``)."""
     from steadyseg.files import atomic_write_json
     from steadyseg.measure_video import measure_video
 
     settings = {k: cfg[k] for k in ("max_frames", "binary", "flow", "preset", "window")}
-    rec = _read_json(row_dir / "bench.json") or {}
+    rec = read_bench_json(row_dir) or {}
     cached = rec.get("measures")
     if cached is not None and cached.get("settings") == settings:
-        return cached["values"]
+        values = cached["values"]
+        if values.get("accuracy_version") != ACCURACY_VERSION:
+            values = {**values, **_accuracy(masks, video, cfg), "accuracy_version": ACCURACY_VERSION}
+            atomic_write_json(row_dir / "bench.json", {**rec, "measures": {"settings": settings, "values": values}})
+        return values
     res = measure_video(frames=video["frames"], masks=masks, gt=video["gt"], binary=cfg["binary"], flow=cfg["flow"],
                         preset=cfg["preset"], window=cfg["window"], cache=cfg["cache"], workers=cfg["workers"],
                         max_frames=cfg["max_frames"], progress=bool(cfg["progress"]))
     values = {"recall": res["j_recall"], "iou": res["iou"], "j_mean": res["j_mean"], "f_mean": res["f_mean"],
               "e_smooth": res["smoothness"], "e_raw": res["inconsistency_raw"], "e_cons": res["inconsistency"],
-              "normalizer": res["normalizer"], "frames": res["num_frames"]}
+              "normalizer": res["normalizer"], "frames": res["num_frames"], "accuracy_version": ACCURACY_VERSION}
     atomic_write_json(row_dir / "bench.json", {**rec, "measures": {"settings": settings, "values": values}})
     return values
 
@@ -359,12 +389,12 @@ def run_bench(videos: Sequence[dict[str, Any]], out: str | os.PathLike, **kwargs
             masks, fps = _produce(r, v, row_dir, inputs, cfg, done)
             if r.kind == "decoder":
                 done[r.name] = {"masks": masks, "fps": fps}
-            table[r.slug] = {**_measure(masks, v, row_dir, cfg), "fps": fps}
+            table[r.slug] = {**measure_row(masks, v, row_dir, cfg), "fps": fps}
         e0 = table[next(r.slug for r in rows if r.kind == "teacher")]["e_raw"]
         for rec in table.values():
             rec["e_raw_change"] = (rec["e_raw"] - e0) / e0 if e0 else None
         results["videos"][v["name"]] = table
-    results["mean"] = {r.slug: _mean_row([results["videos"][v["name"]][r.slug] for v in vids]) for r in rows}
+    results["mean"] = {r.slug: mean_record([results["videos"][v["name"]][r.slug] for v in vids]) for r in rows}
     results["config"] = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
                          "cache": str(cfg["cache"]), "videos": [{k: str(x) for k, x in v.items()} for v in vids]}
     out.mkdir(parents=True, exist_ok=True)
@@ -377,9 +407,10 @@ def run_bench(videos: Sequence[dict[str, Any]], out: str | os.PathLike, **kwargs
     return results
 
 
-def _mean_row(recs: list[dict[str, Any]]) -> dict[str, Any]:
+def mean_record(recs: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> dict[str, Any]:
+    """The mean over ``recs`` of each column key (None and NaN values left out; None when nothing is left)."""
     out = {}
-    for key, _, _ in COLUMNS:
+    for key, _, _ in columns:
         vals = [r.get(key) for r in recs]
         vals = [float(x) for x in vals if x is not None and not (isinstance(x, float) and math.isnan(x))]
         out[key] = float(np.mean(vals)) if vals else None
@@ -389,18 +420,22 @@ def _mean_row(recs: list[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # Tables and plots
 # ----------------------------------------------------------------------------------------------------------------
-def format_tables(results: dict[str, Any]) -> str:
-    """``results.md``: one markdown table per video, then the mean over videos (columns of :data:`COLUMNS`)."""
+def markdown_table(title: str, labels: Sequence[str], rows: Sequence[tuple[Sequence[str], dict[str, Any]]],
+                   columns: Sequence[tuple[str, str, str]] = COLUMNS) -> list[str]:
+    """Lines of one ``## title`` markdown table: the ``labels`` columns (text), then ``columns`` formatted."""
     from steadyseg.measure_video import format_value
 
+    lines = [f"## {title}", "", "| " + " | ".join([*labels, *(c[1] for c in columns)]) + " |",
+             "|" + "---|" * len(labels) + "---:|" * len(columns)]
+    for cells, rec in rows:
+        lines.append("| " + " | ".join([*cells, *(format_value(rec.get(k), f) for k, _, f in columns)]) + " |")
+    return lines + [""]
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """``results.md``: one markdown table per video, then the mean over videos (columns of :data:`COLUMNS`)."""
     def table(title: str, recs: dict[str, dict[str, Any]]) -> list[str]:
-        lines = [f"## {title}", "", "| Method | " + " | ".join(c[1] for c in COLUMNS) + " |",
-                 "|---|" + "---:|" * len(COLUMNS)]
-        for row in results["rows"]:
-            rec = recs[row["slug"]]
-            lines.append(f"| {row['label']} | " + " | ".join(format_value(rec.get(k), f) for k, _, f in COLUMNS)
-                         + " |")
-        return lines + [""]
+        return markdown_table(title, ["Method"], [([row["label"]], recs[row["slug"]]) for row in results["rows"]])
 
     lines = ["# steadyseg bench", "",
              "E_cons and E_smooth use the ground truth's median boundary count (one normaliser per video); "
@@ -413,8 +448,7 @@ def format_tables(results: dict[str, Any]) -> str:
 
 def _plot_fig9(results: dict[str, Any], path: Path) -> None:
     """Fig. 9: mean recall vs mean E_raw; the Gaussian rows joined as a front, the others labelled points."""
-    from steadyseg.files import atomic_path
-    from steadyseg.plots import pyplot
+    from steadyseg.plots import pyplot, save_figure
 
     plt = pyplot()
     mean = results["mean"]
@@ -438,27 +472,32 @@ def _plot_fig9(results: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Recall vs inconsistency, mean of {len(results['videos'])} video(s)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_fig7(results: dict[str, Any], path: Path) -> None:
-    """Fig. 7: number of inputs N of the decoder rows vs mean recall, E_cons and E_smooth."""
-    from steadyseg.files import atomic_path
-    from steadyseg.plots import pyplot
+    """Fig. 7: number of inputs N of the decoder rows vs mean recall, E_cons and E_smooth.
+
+    Every decoder row is a labelled point; the line joins, in N order, the first row given for each N (several
+    decoders of one N, e.g. plain and flow-guided, are points of their own)."""
+    from steadyseg.plots import pyplot, save_figure
 
     plt = pyplot()
-    pts = sorted((r["inputs"], results["mean"][r["slug"]]) for r in results["rows"]
-                 if r["inputs"] is not None and r["method"].startswith("decoder:"))
+    pts = sorted(((r["inputs"], r["label"], results["mean"][r["slug"]]) for r in results["rows"]
+                  if r["inputs"] is not None and r["method"].startswith("decoder:")), key=lambda p: p[0])
+    first: dict[int, dict[str, Any]] = {}
+    for n, _, m in pts:
+        first.setdefault(n, m)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     for ax, (key, title) in zip(axes, (("recall", "recall"), ("e_cons", "E_cons"), ("e_smooth", "E_smooth"))):
-        ax.plot([n for n, _ in pts], [m[key] if m[key] is not None else np.nan for _, m in pts], "o-")
+        def value(m: dict[str, Any]) -> float:
+            return m[key] if m[key] is not None else np.nan
+
+        ax.plot(list(first), [value(m) for m in first.values()], "-", color="tab:gray")
+        for n, label, m in pts:
+            ax.plot([n], [value(m)], "o")
+            ax.annotate(label, (n, value(m)), fontsize=6, textcoords="offset points", xytext=(3, 3))
         ax.set_xlabel("N (input frames)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

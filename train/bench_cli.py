@@ -3,6 +3,10 @@
     steadyseg bench --frames DIR --gt DIR --teacher DIR [--frames ... --gt ... --teacher ...] --out DIR
         [--method SPEC ...] [--max-frames N] [--binary] [--cache DIR]
     steadyseg bench --manifest manifests/bench-davis-osvos.yaml [--out DIR] [--max-frames N]
+    steadyseg bench tradeoff --checkpoints RUN/epoch-*.pt [...] --frames DIR --gt DIR [...] --out DIR [--binary]
+
+``bench tradeoff`` (:mod:`steadyseg.train.tradeoff`): accuracy vs inconsistency of video-model checkpoints along
+their epochs (Fig. 10).
 
 Method specs and outputs: :mod:`steadyseg.train.bench`. Flags default to None; flags given override the manifest's
 ``options``; :data:`steadyseg.train.bench.BENCH_DEFAULTS` keeps the defaults.
@@ -29,6 +33,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
     parser.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{tradeoff}")
+    tradeoff = sub.add_parser("tradeoff", help="accuracy vs inconsistency of video-model checkpoints (Fig. 10)",
+                              description="accuracy (J&F, recall) vs inconsistency (E_raw, E_cons, E_smooth) of "
+                                          "video-model checkpoints along their epochs (Fig. 10)")
+    tradeoff.add_argument("--checkpoints", nargs="+", action="extend", required=True, metavar="PT",
+                          help="video-model checkpoints, e.g. RUN/epoch-*.pt (runs are grouped by folder)")
+    tradeoff.add_argument("--frames", action="append", required=True, metavar="DIR", help="frames of a video (repeat)")
+    tradeoff.add_argument("--gt", action="append", required=True, metavar="DIR", help="its ground truth (repeat)")
+    tradeoff.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    tradeoff.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
+    tradeoff.add_argument("--binary", action="store_true", default=None,
+                          help="every object id is foreground (DAVIS-2016 style)")
+    tradeoff.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
+    tradeoff.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
+    tradeoff.add_argument("--quiet", action="store_true", help="no progress bars")
+    tradeoff.set_defaults(func=main_tradeoff)
+
+
+def main_tradeoff(args: argparse.Namespace) -> int:
+    from steadyseg.cli import set_flags
+    from steadyseg.errors import InputError
+    from steadyseg.measure_video import format_value
+    from steadyseg.train.tradeoff import run_tradeoff
+
+    if len(args.frames) != len(args.gt):
+        raise InputError(None, f"give one --gt per --frames (got {len(args.frames)} --frames, {len(args.gt)} --gt)")
+    res = run_tradeoff(args.checkpoints, [{"frames": f, "gt": g} for f, g in zip(args.frames, args.gt)], args.out,
+                       progress=not args.quiet, **set_flags(args, ["max_frames", "binary", "cache", "workers"]))
+    for run in res["runs"]:
+        for p in run["points"]:
+            m = res["mean"][run["slug"]][p["name"]]
+            print(f"{run['slug']:<16} {p['name']:<10} J&F {format_value(m['jf'], '.3f')}  "
+                  f"recall {format_value(m['recall'], '.3f')}  E_raw {format_value(m['e_raw'])}")
+    print(f"bench tradeoff: {len(res['videos'])} video(s), {sum(len(r['points']) for r in res['runs'])} "
+          f"checkpoints; wrote {args.out}/results.md and fig10-tradeoff.png")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,8 +7,8 @@ Every training command writes ``RUN/model.pt`` as a dict (loadable with ``torch.
 ``config`` holds only plain values; for a teacher: ``architecture``, ``num_classes``, ``names`` (class names,
 index 0 = background), ``label_set``, ``aux_loss``, ``width_mult``, ``base_size`` (shorter side at inference),
 ``mean``/``std`` (input normalisation). :data:`MODEL_KINDS` maps ``kind`` to a builder ``config → nn.Module``
-(weights not loaded); the decoder and video-model stages add their kind here, and their predictor to
-:data:`steadyseg.train.predict.PREDICTORS`.
+(weights not loaded): ``teacher``, ``decoder`` (also the TI baseline) and ``video-model``, each with its
+predictor in :data:`steadyseg.train.predict.PREDICTORS`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from steadyseg.train.decoder import build_decoder_from_config
 
 __all__ = ["MODEL_FORMAT", "MODEL_KINDS", "save_model", "read_model", "load_model", "build_teacher_from_config",
-           "torch_load_safe"]
+           "build_video_model_from_config", "torch_load_safe"]
 
 MODEL_FORMAT = "steadyseg-model/1"
 
@@ -36,10 +36,18 @@ def build_teacher_from_config(config: dict[str, Any]) -> nn.Module:
                          aux_loss=bool(config.get("aux_loss", False)), width_mult=float(config.get("width_mult", 1.0)))
 
 
+def build_video_model_from_config(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a video model (the reference 3D-conv network or a user factory) from a ``model.pt`` config."""
+    from steadyseg.train.video_model import build_video_model_from_config as build
+
+    return build(config)
+
+
 #: model kind → builder(config) → nn.Module (untrained); one line per trainable model kind of the project
 MODEL_KINDS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "teacher": build_teacher_from_config,
     "decoder": build_decoder_from_config,
+    "video-model": build_video_model_from_config,
 }
 
 

@@ -1,8 +1,11 @@
 """``steadyseg train``: the training commands, one sub-subcommand per model kind.
 
     steadyseg train teacher ...      DeepLabV3 / LRASPP teacher on a COCO file (steadyseg.train.teacher_cli)
+    steadyseg train decoder ...      the multi-input decoder with the consistency loss (steadyseg.train.decoder_cli)
+    steadyseg train ti ...           the TI baseline (steadyseg.train.ti_cli)
+    steadyseg train video-model ...  a video model, and its consistency fine-tuning (steadyseg.train.video_model_cli)
 
-Later stages add their command to :data:`TRAIN_COMMANDS` (``decoder``, ``video-model``).
+A new training command adds one line to :data:`TRAIN_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "teacher": ("steadyseg.train.teacher_cli", "train a DeepLabV3 / LRASPP teacher on a COCO file"),
     "decoder": ("steadyseg.train.decoder_cli", "train the multi-input decoder with the consistency loss on video"),
     "ti": ("steadyseg.train.ti_cli", "train the TI baseline (one-input decoder, transform-invariance loss)"),
+    "video-model": ("steadyseg.train.video_model_cli",
+                    "train a video model (3D-conv or your own) on annotated video; fine-tune it with the consistency "
+                    "loss"),
 }
 
 

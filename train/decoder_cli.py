@@ -15,7 +15,7 @@ import argparse
 
 #: flags of every video-training command (decoder, ti), forwarded to train_decoder when set
 COMMON_FLAGS = ["width", "hidden", "size", "crop", "hflip_prob", "confidence", "binary", "num_classes", "lr",
-                "batch_size", "steps", "minutes", "seed", "checkpoint_every", "device", "resume"]
+                "batch_size", "steps", "minutes", "seed", "checkpoint_every", "device", "amp", "resume"]
 _DECODER_FLAGS = ["inputs", "causal", "flow_guided", "encoder", "encoder_checkpoint", "lambda_data", "flow", "preset", "cache_dir", "flow_jobs"]
 
 
@@ -47,6 +47,8 @@ def add_video_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (0)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (50)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                        help="no bfloat16 autocast on CUDA")
     parser.add_argument("--resume", action="store_true", default=None, help="continue RUN/checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

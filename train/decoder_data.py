@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,9 @@ class DecoderVideo:
     frames_source: str
     teacher_source: str
     features: np.ndarray | None = None  # (T, C_b, h', w') float16 frozen-backbone features (encoder "deeplabv3")
+    #: flow-guided training: each frame's guide, computed on first use and kept (float16, (G, h, w)); a guide does
+    #: not depend on the window, so a frame's warps are paid once per run instead of once per window
+    guides: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -207,7 +210,8 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
                        flows: FlowFn | None = None, flow_backend: str = "dis", flow_preset: str = "medium",
                        cache_dir: str | os.PathLike | None = None, n_jobs: int = 1,
                        progress: bool = False, backbone=None,
-                       feature_cache: str | os.PathLike | None = None) -> DecoderVideo:
+                       feature_cache: str | os.PathLike | None = None,
+                       pair_window: int | None = None) -> DecoderVideo:
     """Open a video and its teacher output, check they match, and prepare everything at the training size.
 
     Args:
@@ -227,6 +231,8 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
         backbone: a :class:`~steadyseg.train.decoder_backbone.FrozenBackbone` (encoder ``"deeplabv3"``): its
             features of the training-size frames are computed (cached under ``feature_cache/features``).
         feature_cache: folder of the feature cache (``None``: not cached).
+        pair_window: largest ``|p − q|`` whose flows are prepared (``None``: ``inputs − 1``, every pair of a
+            window; ``0``: no flow at all).
 
     Raises:
         ValueError: frame and teacher counts or sizes differ (naming both folders), fewer than ``inputs`` frames,
@@ -251,7 +257,7 @@ def load_decoder_video(frames: str | os.PathLike, teacher: str | os.PathLike, *,
     if masks.reading != "soft-probs":
         labels = np.stack([cv2.resize(masks[i].astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
                            for i in range(t)])
-    window = max(inputs - 1, 0)
+    window = max(inputs - 1, 0) if pair_window is None else min(int(pair_window), max(inputs - 1, 0))
     cache = None
     if flows is None:
         provider = FlowProvider(video, backend=flow_backend, preset=flow_preset, cache_dir=cache_dir,
@@ -295,9 +301,12 @@ def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
 
 
 def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
-    """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size)."""
+    """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size),
+    ``(G, h, w)`` float32; kept in ``video.guides`` (float16) after the first call."""
     from steadyseg.train.decoder import guide_offsets, neighbour_guide
 
+    if t in video.guides:
+        return torch.from_numpy(video.guides[t].astype(np.float32))
     neighbours = []
     for d in guide_offsets(inputs):
         n = t + d
@@ -307,12 +316,18 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
         flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
         neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)),
                            torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)))
-    return neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]))
+    guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]))
+    video.guides[t] = guide.numpy().astype(np.float16)
+    return torch.from_numpy(video.guides[t].astype(np.float32))  # the cached value, so every call agrees
 
 
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
-                  crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False) -> Window:
+                  crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
+                  pair_window: int | None = None) -> Window:
     """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
+
+    ``flows``/``valid`` hold the ordered pairs with ``|p − q| ≤ pair_window`` (``None``: every pair of the window;
+    the videos must have been loaded with at least that ``pair_window``).
 
     With ``flow_guided`` the window also carries each frame's guide (computed on the whole training-size frame,
     then cropped and flipped with the frame).
@@ -347,9 +362,10 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     if flow_guided:
         guide = torch.stack([video_guide(video, t, inputs=inputs)[:, sl[0], sl[1]] for t in idx])
     flows, valid = {}, {}
+    reach = inputs - 1 if pair_window is None else int(pair_window)
     for p, fp in enumerate(idx):
         for q, fq in enumerate(idx):
-            if p == q:
+            if p == q or abs(p - q) > reach:
                 continue
             f_pq, m_qp = video.pairs.get(fp, fq)  # F[p→q] and M[q→p], both on p's pixels
             flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq[sl[0], sl[1]])).permute(2, 0, 1)[None]

@@ -128,7 +128,7 @@ class DecoderPredictor:
     """
 
     def __init__(self, model: nn.Module, config: dict[str, Any], device: torch.device, *, amp: bool = True,
-                 teacher: str | os.PathLike | None = None):
+                 teacher: str | os.PathLike | None = None, flow_cache: str | os.PathLike | bool | None = None):
         from steadyseg.datasets.masks import open_masks
         from steadyseg.train.decoder_data import teacher_format
 
@@ -137,6 +137,7 @@ class DecoderPredictor:
                              "probabilities of the video (--teacher DIR)")
         self.model, self.device = model, torch.device(device)
         self.config = config
+        self.flow_cache = flow_cache
         self.num_classes = int(config["num_classes"])
         self.names = list(config["names"])
         self.inputs = int(config["inputs"])
@@ -167,14 +168,18 @@ class DecoderPredictor:
 
     def _guides(self, frames, size: tuple[int, int]):
         """``guide(t)`` → the flow-guided input of frame ``t`` at the model size; flows computed with the training
-        flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows, kept while needed."""
-        from steadyseg.datasets.flow import FlowProvider
+        flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows, kept while needed.
+        The full-size flows go through a flow cache: ``flow_cache`` (a folder), the persistent default cache
+        (``None``, as ``steadyseg measure``), or none (``False``)."""
+        from steadyseg.datasets.flow import FlowProvider, default_flow_cache_dir
         from steadyseg.train.decoder import guide_offsets, neighbour_guide
         from steadyseg.train.decoder_data import resize_flow, resize_probs
         from steadyseg.warp import valid_mask_torch
 
+        cache = (default_flow_cache_dir() if self.flow_cache is None or self.flow_cache is True
+                 else None if self.flow_cache is False else self.flow_cache)
         provider = FlowProvider(frames, backend=self.config.get("flow", "dis"),
-                                preset=self.config.get("preset", "medium"), memory_items=0)
+                                preset=self.config.get("preset", "medium"), cache_dir=cache, memory_items=0)
         offsets = guide_offsets(self.inputs)
         k = max(offsets)
         flows: dict[tuple[int, int], torch.Tensor] = {}

@@ -30,8 +30,6 @@ Resuming (``resume=True``) restores ``checkpoints/last.pt``; windows depend only
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
@@ -77,11 +75,13 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "flow_jobs": 1,
     "checkpoint_every": 50,
     "device": None,
+    "amp": True,              # bfloat16 autocast of the forward pass on CUDA (losses in float32)
     "resume": False,
     "progress": True,
 }
 # keys that may differ between a run and its resumption
-_RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_every", "flow_jobs", "cache_dir"}
+_RESUME_FREE = {"resume", "progress", "steps", "minutes", "device", "checkpoint_every", "flow_jobs", "cache_dir",
+                "amp"}
 
 
 def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int], Tensor],
@@ -106,6 +106,7 @@ def decoder_losses(logits: Tensor, targets: Tensor, flows: dict[tuple[int, int],
 
     from steadyseg.labels import VOID
 
+    logits = logits.float()  # the loss in float32 also under autocast
     soft = torch.is_floating_point(targets)
     if logits.ndim != 5 or targets.shape != (logits.shape if soft else logits.shape[:2] + logits.shape[3:]):
         raise ValueError(f"expected logits 1×N×C×H×W and targets 1×N×C×H×W (probabilities) or 1×N×H×W (labels) of "
@@ -244,19 +245,18 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
             ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
             reached stops), ``seed``, the flow (``flow`` backend, ``preset``, ``cache_dir``, ``flow_jobs``),
-            ``checkpoint_every`` (steps), ``device``, ``resume``, ``progress``.
+            ``checkpoint_every`` (steps), ``device``, ``amp`` (bfloat16 autocast on CUDA), ``resume``,
+            ``progress``.
 
     Returns:
         the run record (also ``run.json`` and the last line of ``log.jsonl``).
     """
     from steadyseg.datasets.masks import open_masks
-    from steadyseg.files import atomic_write_json, save_resolved_config
-    from steadyseg.train.checkpoint import save_model
     from steadyseg.train.decoder import build_decoder_from_config
     from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
     from steadyseg.train.distributed import cleanup, init_distributed_mode
-    from steadyseg.train.run_state import gather_rng, open_run_state, restore_rng, save_run_state, trim_log
-    from steadyseg.train.distributed import unwrap_model
+    from steadyseg.train.loop import Checkpointer, RunFiles, progress_bar, reduce_terms, step_record
+    from steadyseg.train.run_state import open_run_state, restore_rng
     from steadyseg.train.ti import TILoss
 
     videos = [(str(f), str(t)) for f, t in videos]
@@ -307,34 +307,20 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
 
-        log_path = out / "log.jsonl"
-        if main_proc:
-            out.mkdir(parents=True, exist_ok=True)
-            save_resolved_config(out, {**cfg, "videos": [list(v) for v in videos], "exact_flows": flows is not None,
-                                       "world_size": dist_info.world_size, "device": str(device),
-                                       "model": model_config})
-            if resume_state is not None:  # drop log lines after the restored step
-                trim_log(log_path, step)
-        log_file = open(log_path, "a", encoding="utf-8") if main_proc else None  # noqa: SIM115
-
-        def checkpoint() -> None:
-            rng = gather_rng(dist_info)
-            if main_proc:
-                save_run_state(out, {"model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                     "step": step, "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
-                                     "rng": rng, "config": cfg, "videos": videos})
-
+        files = RunFiles.open(out, main=main_proc, resume_step=None if resume_state is None else step,
+                              config_record={**cfg, "videos": [list(v) for v in videos],
+                                             "exact_flows": flows is not None, "world_size": dist_info.world_size,
+                                             "device": str(device), "model": model_config})
         budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
         last_step = None if cfg["steps"] is None else int(cfg["steps"])
-        bar = None
-        if cfg["progress"] and main_proc:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=last_step, initial=step, desc="train decoder", unit="step", dynamic_ncols=True)
+        bar = progress_bar(bool(cfg["progress"]) and main_proc, total=last_step, initial=step, desc="train decoder")
         local = int(cfg["batch_size"])
         crop = None if cfg["crop"] is None else tuple(cfg["crop"])
+        amp = bool(cfg["amp"]) and device.type == "cuda"
         model.train()
-        t_start = time.perf_counter()
+        saver = Checkpointer(out, dist_info, model, optimizer, config=cfg, videos=videos,
+                             elapsed_before=elapsed_before)
+        t_start = saver.started
         terms_f: dict[str, float] = {}
         stop_reason = "steps"
         while last_step is None or step < last_step:
@@ -354,7 +340,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 per_window = _ti_terms(model, criterion, frames, probs, targets, seed=int(cfg["seed"]),
                                        step=step, first_index=dist_info.rank * local)
             else:
-                logits = model(frames, probs, guide)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(frames, probs, guide)
                 per_window = [criterion(logits[k:k + 1], targets[k], {pq: f.to(device) for pq, f in w.flows.items()},
                                         {pq: m.to(device) for pq, m in w.valid.items()})
                               for k, w in enumerate(windows)]
@@ -363,44 +350,23 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             terms["total"].backward()
             optimizer.step()
             step += 1
-            logged = torch.stack([v.detach() for v in terms.values()])
-            if dist_info.distributed:  # log the mean over every process's windows (the global batch)
-                import torch.distributed as dist
-
-                dist.all_reduce(logged)
-                logged /= dist_info.world_size
-            terms_f = {k: float(v) for k, v in zip(terms, logged)}
-            if not math.isfinite(terms_f["total"]):
-                raise FloatingPointError(f"training loss became {terms_f['total']} at step {step} (terms "
-                                         f"{terms_f}); lower lr or check the data")
-            if log_file is not None:
-                log_file.write(json.dumps({"type": "step", "step": step, "lr": optimizer.param_groups[0]["lr"],
-                                           "loss": terms_f["total"],
-                                           **{f"loss_{k}": v for k, v in terms_f.items() if k != "valid_fraction"},
-                                           **({"valid_fraction": terms_f["valid_fraction"]}
-                                              if "valid_fraction" in terms_f else {}),
-                                           "windows": [[w.video, w.start] for w in windows]}) + "\n")
-                log_file.flush()
+            terms_f = reduce_terms(terms, dist_info, step=step)  # the mean over every process's windows
+            files.log(step_record(step, optimizer, terms_f, windows=[[w.video, w.start] for w in windows]))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k[:5]: f"{v:.4f}" for k, v in terms_f.items() if k not in ("total", "valid_fraction")})
             if cfg["checkpoint_every"] and step % int(cfg["checkpoint_every"]) == 0:
-                checkpoint()
+                saver.save(step)
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t_start
-        checkpoint()
+        saver.save(step)
         record = {"type": "done", "step": step, "stop_reason": stop_reason, "wall_s": wall,
                   "windows_per_s": (step - (int(resume_state["step"]) if resume_state else 0)) * local
                   * dist_info.world_size / wall if wall > 0 else None,
                   "final_loss_terms": terms_f, "world_size": dist_info.world_size, "device": str(device),
                   "num_classes": num_classes}
-        if main_proc:
-            base = unwrap_model(model)
-            save_model(out / "model.pt", kind="decoder", config=model_config, state_dict=base.state_dict())
-            log_file.write(json.dumps(record) + "\n")
-            log_file.close()
-            atomic_write_json(out / "run.json", record)
+        files.finish(kind="decoder", model_config=model_config, model=model, record=record)
         return record
     finally:
         cleanup(dist_info)

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from steadyseg.train.decoder_predict import DecoderPredictor
+from steadyseg.train.video_predict import VideoModelPredictor
 
 __all__ = ["FramewisePredictor", "PREDICTORS", "predict_video", "PREDICT_DEFAULTS"]
 
 PREDICT_DEFAULTS: dict[str, Any] = {"probs": False, "foreground": False, "batch_size": 4, "device": None,
-                                    "amp": True, "progress": True, "teacher": None}
+                                    "amp": True, "progress": True, "teacher": None, "flow_cache": None}
 
 
 class FramewisePredictor:
@@ -85,6 +86,7 @@ class FramewisePredictor:
 PREDICTORS: dict[str, Callable[..., Any]] = {
     "teacher": FramewisePredictor,
     "decoder": DecoderPredictor,  # also takes teacher= (the teacher's output of the video) and writes its format
+    "video-model": VideoModelPredictor,  # overlapping clips, averaged; writes the annotations' format
 }
 #: kinds whose predictor corrects a teacher's output (``teacher=``, ``--teacher DIR``)
 TEACHER_INPUT_KINDS = {"decoder"}
@@ -101,7 +103,8 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
         **kwargs: keys of :data:`PREDICT_DEFAULTS`: ``probs`` (write ``probs/*.npz``), ``foreground`` (two-class
             output), ``batch_size``, ``device`` (None → CUDA when available), ``amp``, ``progress``,
             ``teacher`` (kinds in :data:`TEACHER_INPUT_KINDS`: the teacher's output of the video; their masks are
-            written in the teacher's format).
+            written in the teacher's format), ``flow_cache`` (flow-guided decoders: where their flows are cached —
+            a folder, ``None`` for the persistent default cache of ``steadyseg measure``, ``False`` for none).
 
     Returns:
         the ``predict.json`` record.
@@ -125,7 +128,8 @@ def predict_video(checkpoint: str | os.PathLike, frames: str | os.PathLike, out:
     if (cfg["teacher"] is not None) != (kind in TEACHER_INPUT_KINDS):
         raise ValueError(f"{checkpoint}: a {kind} model " + ("corrects a teacher's output: give --teacher DIR"
                                                              if kind in TEACHER_INPUT_KINDS else "takes no --teacher"))
-    teacher_arg = {"teacher": cfg["teacher"]} if kind in TEACHER_INPUT_KINDS else {}
+    teacher_arg = ({"teacher": cfg["teacher"], "flow_cache": cfg["flow_cache"]} if kind in TEACHER_INPUT_KINDS
+                   else {})
     predictor = PREDICTORS[kind](model, config, device, amp=bool(cfg["amp"]), **teacher_arg)
     video = open_video(frames)
     out = Path(out)

@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="frames per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast on CUDA")
+    parser.add_argument("--flow-cache", default=None, metavar="DIR",
+                        help="flow-guided decoders: flow cache (default: the persistent cache, `steadyseg cache info`)")
+    parser.add_argument("--no-flow-cache", dest="flow_cache", action="store_false", default=None,
+                        help="flow-guided decoders: keep no flow on disk")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -34,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     from steadyseg.train.predict import predict_video
 
     rec = predict_video(args.checkpoint, args.frames, args.out, progress=not args.quiet,
-                        **set_flags(args, ["probs", "foreground", "batch_size", "device", "amp", "teacher"]))
+                        **set_flags(args, ["probs", "foreground", "batch_size", "device", "amp", "teacher", "flow_cache"]))
     print(f"predict ({rec['kind']}): {rec['count']} frames of {rec['size'][1]}x{rec['size'][0]}, "
           f"{rec['num_classes']} classes, {rec['fps']:.2f} frames/s; wrote {args.out}")
     return 0

@@ -172,8 +172,7 @@ def _model_config(cfg: dict[str, Any], label_set, model: nn.Module) -> dict[str,
 
 
 def _save_plot(path: Path, log_path: Path) -> None:
-    from steadyseg.files import atomic_path
-    from steadyseg.plots import pyplot
+    from steadyseg.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -202,10 +201,7 @@ def _save_plot(path: Path, log_path: Path) -> None:
         ax2.legend(loc="center right")
     ax.legend(loc="upper left")
     ax.set_title("teacher training")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:

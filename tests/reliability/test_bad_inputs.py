@@ -214,6 +214,12 @@ def train_decoder(*extra: str):
                            "--inputs", "3", "--steps", "1", "--quiet", "--out", str(out), *extra]
 
 
+def train_video_model(*extra: str):
+    return lambda d, out: ["train", "video-model", "--frames", str(frames(d)), "--masks", str(gt(d)), "--binary",
+                           "--backbone", "mc3_18", "--decoder-channels", "8", "--clip-length", "3", "--epochs", "1",
+                           "--clips-per-epoch", "1", "--quiet", "--out", str(out), *extra]
+
+
 def damage_both(*damages: Callable[[Path], str]) -> Callable[[Path], str]:
     """Apply several damages; the error must name the last one's file."""
     def run(d: Path) -> str:
@@ -432,6 +438,16 @@ ROWS = [
                         "--method", "teacher", "--method", "wgf3d", "--out", str(out), "--quiet"]),
     Row("bench/manifest-unknown-key", lambda d: _write(d / "bench.yaml", "videos: []\nmethods: [teacher]\ncolour: red\n"),
         lambda d, out: ["bench", "--manifest", str(d / "bench.yaml"), "--out", str(out), "--quiet"]),
+    # video models (issue 12)
+    Row("train-video-model/masks-count-mismatch", lambda d: _remove(gt(d) / f"{T - 1:05d}.png"), train_video_model()),
+    Row("train-video-model/corrupt-mask", lambda d: garbage(gt(d) / "00002.png"), train_video_model()),
+    Row("train-video-model/checkpoint-does-not-fit", lambda d: torch_save(d / "ckpt.pth", foreign_state_dict),
+        lambda d, out: train_video_model("--checkpoint", str(d / "ckpt.pth"))(d, out)),
+    Row("train-video-model/factory-file-missing", lambda d: "my_model.py",
+        lambda d, out: train_video_model("--model", f"{d / 'my_model.py'}:make")(d, out)),
+    Row("bench-tradeoff/missing-checkpoint", lambda d: "epoch-003.pt",
+        lambda d, out: ["bench", "tradeoff", "--checkpoints", str(d / "epoch-003.pt"), "--frames", str(frames(d)),
+                        "--gt", str(gt(d)), "--out", str(out), "--quiet"]),
     Row("eval/truncated-json", damage_both(lambda d: untrained_teacher(d).name, lambda d: truncate(coco(d))),
         lambda d, out: ["eval", "--checkpoint", str(d / "model.pt"), "--annotations", str(coco(d)),
                         "--images", str(coco_images(d)), "--out", str(out / "eval.json")]),

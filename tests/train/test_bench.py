@@ -104,8 +104,9 @@ def test_max_frames_and_two_decoders_give_fig7(video, tiny_decoder, tmp_path):
                   progress=False)
     out = tmp_path / "out"
     res = run_bench([p], out, methods=["teacher", f"decoder:n3={tiny_decoder}", f"decoder:n1={tmp_path / 'n1'}"
-                                       "/model.pt"], max_frames=8, workers=1, progress=False)
-    assert [r["inputs"] for r in res["rows"]] == [None, 3, 1]
+                                       "/model.pt", f"decoder:n3b={tiny_decoder}"], max_frames=8, workers=1,
+                    progress=False)
+    assert [r["inputs"] for r in res["rows"]] == [None, 3, 1, 3]  # two rows of one N are two points of Fig. 7
     assert res["videos"]["synthetic"]["decoder-n3"]["recall"] is not None
     assert (out / "fig7-inputs.png").stat().st_size > 1000
     assert len(list((out / "synthetic" / "decoder-n3").glob("*.png"))) == 8
@@ -172,3 +173,23 @@ def test_shipped_manifest_validates(monkeypatch, tmp_path):
     assert job["videos"][0]["teacher"] == tmp_path / "data" / "davis2017-osvos" / "blackswan"
     assert [parse_method(m).kind for m in job["methods"]] == ["teacher"] + ["gauss"] * 4 + ["wgf2d", "wgf3d"]
     assert job["options"]["binary"] is True
+
+
+def test_cached_measures_of_an_older_accuracy_version_get_their_accuracy_recomputed(bench, video):
+    """bench.json written before the DAVIS boundary convention: J/F/recall are recomputed, E_* kept (no flow)."""
+    from steadyseg.train.bench import ACCURACY_VERSION, measure_row
+
+    out, res, _ = bench
+    _, p = video
+    row_dir = out / "synthetic" / "gauss-1"
+    rec = json.loads((row_dir / "bench.json").read_text())
+    good = dict(rec["measures"]["values"])
+    stale = {**good, "f_mean": -1.0, "e_raw": 123.0}
+    del stale["accuracy_version"]
+    (row_dir / "bench.json").write_text(json.dumps({**rec, "measures": {**rec["measures"], "values": stale}}))
+    cfg = {**res["config"], "cache": out / "no-flow-cache-needed"}
+    values = measure_row(Path(rec["masks"]), p, row_dir, cfg)
+    assert values["f_mean"] == pytest.approx(good["f_mean"]) and values["e_raw"] == 123.0
+    assert values["accuracy_version"] == ACCURACY_VERSION
+    assert not (out / "no-flow-cache-needed").exists()
+    (row_dir / "bench.json").write_text(json.dumps(rec))  # the module's other tests see the bench as it was

@@ -303,3 +303,23 @@ def test_deeplabv3_encoder_reads_cached_frozen_backbone_features(flicker, tiny_r
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=3, steps=1, encoder="deeplabv3",
                       encoder_checkpoint=tmp_path / "nope.pt", progress=False)
+
+
+def test_deeplabv3_encoder_from_a_torchvision_resnet50_checkpoint(tmp_path):
+    """The torchvision branch: an ImageNet-layout ResNet-50 state dict (random init, ~100 MB) as the frozen
+    backbone of deeplabv3_resnet50: 2048 channels at stride 8 (dilated layer3/4)."""
+    import torchvision
+
+    from steadyseg.train.decoder_backbone import FrozenBackbone, video_features
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "resnet50.pth")
+    backbone = FrozenBackbone(tmp_path / "resnet50.pth")
+    assert backbone.channels == 2048
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    feats = video_features(backbone, frames, cache_dir=tmp_path / "cache")
+    assert feats.shape == (2, 2048, 8, 12) and feats.dtype == np.float16
+    assert np.array_equal(video_features(backbone, frames, cache_dir=tmp_path / "cache"), feats)  # from the cache
+    torch.save({"fc.weight": torch.zeros(2, 3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth: keys do not match the model"):
+        FrozenBackbone(tmp_path / "other.pth")
