@@ -311,7 +311,6 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                               config_record={**cfg, "videos": [list(v) for v in videos],
                                              "exact_flows": flows is not None, "world_size": dist_info.world_size,
                                              "device": str(device), "model": model_config})
-        budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
         last_step = None if cfg["steps"] is None else int(cfg["steps"])
         bar = progress_bar(bool(cfg["progress"]) and main_proc, total=last_step, initial=step, desc="train decoder")
         local = int(cfg["batch_size"])
@@ -324,7 +323,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         terms_f: dict[str, float] = {}
         stop_reason = "steps"
         while last_step is None or step < last_step:
-            if budget is not None and time.perf_counter() - t_start >= budget:
+            if saver.over_budget(cfg["minutes"]):
                 stop_reason = "time budget"
                 break
             windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,

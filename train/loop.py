@@ -122,6 +122,10 @@ class Checkpointer:
         """Seconds of training so far, earlier runs of a resumed training included."""
         return self.elapsed_before + (time.perf_counter() - self.started)
 
+    def over_budget(self, minutes: float | None) -> bool:
+        """Whether a time budget of ``minutes`` (None: none) is used up, earlier runs of a resumption included."""
+        return minutes is not None and self.elapsed() >= float(minutes) * 60.0
+
     def save(self, step: int) -> None:
         from steadyseg.train.distributed import unwrap_model
         from steadyseg.train.run_state import gather_rng, save_run_state

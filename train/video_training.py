@@ -349,7 +349,6 @@ def train_video_model(videos: Sequence[tuple[str | os.PathLike, str | os.PathLik
                                              "exact_flows": flows is not None, "world_size": dist_info.world_size,
                                              "device": str(device), "clips_per_epoch": clips_per_epoch,
                                              "steps_per_epoch": steps_per_epoch, "model_config": model_config})
-        budget = None if cfg["minutes"] is None else cfg["minutes"] * 60.0 - elapsed_before
         last_step = None if cfg["epochs"] is None else int(round(float(cfg["epochs"]) * steps_per_epoch))
         bar = progress_bar(bool(cfg["progress"]) and main_proc, total=last_step, initial=step,
                            desc="train video-model")
@@ -362,7 +361,7 @@ def train_video_model(videos: Sequence[tuple[str | os.PathLike, str | os.PathLik
         terms_f: dict[str, float] = {}
         stop_reason = "epochs"
         while last_step is None or step < last_step:
-            if budget is not None and time.perf_counter() - t_start >= budget:
+            if saver.over_budget(cfg["minutes"]):
                 stop_reason = "time budget"
                 break
             clips = [sample_window(data, inputs=t_len, seed=int(cfg["seed"]), step=step,

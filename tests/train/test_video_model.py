@@ -355,3 +355,15 @@ def test_cli_trains_a_user_model_predicts_and_draws_the_tradeoff(flicker, tmp_pa
     # a video model takes no teacher; a decoder checkpoint is refused by bench tradeoff
     assert main(["predict", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--frames", fr, "--teacher", gt,
                  "--out", str(tmp_path / "p2")]) == 1
+
+
+def test_time_budget_stops_the_run_and_counts_earlier_runs(flicker, tmp_path):
+    v, paths = flicker
+    videos = [(paths["frames"], paths["annotations"])]
+    common = dict(model=TINY, model_args={"width": 8}, clip_length=3, seed=0, progress=False, binary=True)
+    rec = train_video_model(videos, tmp_path / "run", epochs=1, **common)
+    assert rec["stop_reason"] == "epochs" and rec["step"] == 5  # 16 frames // 3 = 5 clips per epoch
+    # resuming with a budget the first run already used up: no step, and the model is written again
+    rec = train_video_model(videos, tmp_path / "run", epochs=10, minutes=1e-6, resume=True, **common)
+    assert rec["stop_reason"] == "time budget" and rec["step"] == 5
+    assert (tmp_path / "run" / "model.pt").is_file()
