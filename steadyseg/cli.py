@@ -56,6 +56,26 @@ def set_flags(args: argparse.Namespace, names: Iterable[str] | Mapping[str, str]
     return {kw: getattr(args, attr) for attr, kw in mapping.items() if getattr(args, attr) is not None}
 
 
+def parse_key_values(items: Iterable[str] | None, *, flag: str) -> dict[str, Any]:
+    """``["l_max=600", "fast=true", "layout=BCTHW"]`` → ``{"l_max": 600, "fast": True, "layout": "BCTHW"}``: the
+    values of repeatable ``KEY=VALUE`` flags, read as JSON (numbers, booleans, lists), else kept as strings.
+
+    Raises ``ValueError`` naming ``flag`` for an item without ``=`` or without a key.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steadyseg", description=__doc__.splitlines()[0])
     from steadyseg import __version__

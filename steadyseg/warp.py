@@ -91,6 +91,20 @@ def _check_flow_np(flow: np.ndarray, name: str = "flow") -> np.ndarray:
     return flow.astype(np.float32, copy=False)
 
 
+def _check_flow_pair(flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both flows of a direction as C-contiguous float32 (H, W, 2) arrays of one shape (``ValueError`` otherwise)."""
+    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
+    g = np.ascontiguousarray(_check_flow_np(flow_p_to_q, "flow_p_to_q"))
+    if g.shape != f.shape:
+        raise ValueError(f"{where}: flow shapes differ: {f.shape} vs {g.shape}")
+    return f, g
+
+
+def _workspace(workspace: "WarpWorkspace | None", h: int, w: int) -> "WarpWorkspace":
+    """``workspace`` when it has the frame size, else a new :class:`WarpWorkspace`."""
+    return workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+
+
 def flow_magnitude_sq(flow: np.ndarray) -> np.ndarray:
     """``|F|² = u² + v²`` of an (H, W, 2) flow as float32 (H, W)."""
     u, v = flow[..., 0], flow[..., 1]
@@ -166,9 +180,7 @@ class _Geom:
     def __init__(self, flow: np.ndarray, name: str = "flow", ws: WarpWorkspace | None = None):
         self.flow = np.ascontiguousarray(_check_flow_np(flow, name))
         h, w = self.flow.shape[:2]
-        if ws is None or ws.shape != (h, w):
-            ws = WarpWorkspace(h, w)
-        self.ws = ws
+        self.ws = ws = _workspace(ws, h, w)
         cv2.add(self.flow, ws.grid, dst=ws.map2)
         self._mag_sq = None
 
@@ -353,18 +365,15 @@ def direction_counts(src_p: np.ndarray, labels_q: np.ndarray, flow_q_to_p: np.nd
         ``(n_diff, n_valid)`` as Python ints.
     """
     th = _check_thresholds(thresholds, "direction_counts")
-    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
-    g = np.ascontiguousarray(_check_flow_np(flow_p_to_q, "flow_p_to_q"))
+    f, g = _check_flow_pair(flow_q_to_p, flow_p_to_q, "direction_counts")
     h, w = f.shape[:2]
-    if g.shape != f.shape:
-        raise ValueError(f"direction_counts: flow shapes differ: {f.shape} vs {g.shape}")
     for name, lab in (("src_p", src_p), ("labels_q", labels_q)):
         if lab.ndim != 2 or lab.shape != (h, w) or lab.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"direction_counts: {name} must be an (H, W) uint8/uint16 label map with H, W = "
                              f"{(h, w)}, got {lab.shape} {lab.dtype}")
     if src_p.dtype != labels_q.dtype:
         raise ValueError(f"direction_counts: label dtypes differ: {src_p.dtype} vs {labels_q.dtype}")
-    ws = workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+    ws = _workspace(workspace, h, w)
     src_p, labels_q = np.ascontiguousarray(src_p), np.ascontiguousarray(labels_q)
     bb = ws.band_buffers()
     wbuf = bb["warped8"] if src_p.dtype == np.uint8 else bb["warped16"]
@@ -408,16 +417,13 @@ def valid_mask_u8(flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, check_mot
         ``out`` (or a new array): (H, W) uint8 in {0, 255}.
     """
     th = _check_thresholds(thresholds, "valid_mask_u8")
-    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
-    g = np.ascontiguousarray(_check_flow_np(flow_p_to_q, "flow_p_to_q"))
+    f, g = _check_flow_pair(flow_q_to_p, flow_p_to_q, "valid_mask_u8")
     h, w = f.shape[:2]
-    if g.shape != f.shape:
-        raise ValueError(f"valid_mask_u8: flow shapes differ: {f.shape} vs {g.shape}")
     if out is None:
         out = np.empty((h, w), np.uint8)
     elif out.shape != (h, w) or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"valid_mask_u8: out must be a C-contiguous (H, W) uint8 array with H, W = {(h, w)}")
-    ws = workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+    ws = _workspace(workspace, h, w)
     bb = ws.band_buffers()
     rows = bb["s1"].shape[0] - 2
     for r0 in range(0, h, rows):
@@ -470,7 +476,7 @@ def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray],
             if lab.ndim != 2 or lab.shape != (h, w) or lab.dtype not in (np.uint8, np.uint16) or a.dtype != b.dtype:
                 raise ValueError(f"direction_counts_valid: video {k}: labels must be (H, W) uint8/uint16 maps of one "
                                  f"dtype with H, W = {(h, w)}, got {a.shape} {a.dtype} and {b.shape} {b.dtype}")
-    ws = workspace if workspace is not None and workspace.shape == (h, w) else WarpWorkspace(h, w)
+    ws = _workspace(workspace, h, w)
     bb = ws.band_buffers()
     rows = bb["s1"].shape[0] - 2
     fill = float(void)

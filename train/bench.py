@@ -39,7 +39,7 @@ import numpy as np
 from steadyseg.errors import InputError
 
 __all__ = ["Row", "parse_method", "load_bench_manifest", "run_bench", "BENCH_DEFAULTS", "DEFAULT_METHODS",
-           "COLUMNS", "format_tables", "markdown_table", "mean_record", "measure_row", "read_bench_json",
+           "COLUMNS", "format_tables", "markdown_report", "markdown_table", "mean_record", "measure_row", "read_bench_json",
            "link_first_frames"]
 
 DEFAULT_METHODS: tuple[str, ...] = ("teacher", "gauss:0.5", "gauss:1", "gauss:2", "gauss:3", "wgf2d", "wgf3d")
@@ -432,18 +432,25 @@ def markdown_table(title: str, labels: Sequence[str], rows: Sequence[tuple[Seque
     return lines + [""]
 
 
+def markdown_report(heading: str, note: str, results: dict[str, Any], table) -> str:
+    """``# heading``, the ``note``, then ``table(title, recs)`` for each video of ``results["videos"]`` and for
+    ``results["mean"]`` (titled "Mean over N video(s)")."""
+    lines = [f"# {heading}", "", note, ""]
+    for name, recs in results["videos"].items():
+        lines += table(name, recs)
+    lines += table(f"Mean over {len(results['videos'])} video(s)", results["mean"])
+    return "\n".join(lines)
+
+
 def format_tables(results: dict[str, Any]) -> str:
     """``results.md``: one markdown table per video, then the mean over videos (columns of :data:`COLUMNS`)."""
     def table(title: str, recs: dict[str, dict[str, Any]]) -> list[str]:
         return markdown_table(title, ["Method"], [([row["label"]], recs[row["slug"]]) for row in results["rows"]])
 
-    lines = ["# steadyseg bench", "",
-             "E_cons and E_smooth use the ground truth's median boundary count (one normaliser per video); "
-             "ΔE_raw is the relative change of E_raw vs the teacher; fps of the method alone (teacher: -).", ""]
-    for name, recs in results["videos"].items():
-        lines += table(name, recs)
-    lines += table(f"Mean over {len(results['videos'])} video(s)", results["mean"])
-    return "\n".join(lines)
+    return markdown_report("steadyseg bench",
+                           "E_cons and E_smooth use the ground truth's median boundary count (one normaliser per "
+                           "video); ΔE_raw is the relative change of E_raw vs the teacher; fps of the method alone "
+                           "(teacher: -).", results, table)
 
 
 def _plot_fig9(results: dict[str, Any], path: Path) -> None:

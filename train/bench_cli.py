@@ -17,6 +17,16 @@ from __future__ import annotations
 import argparse
 
 
+def _add_measure_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``bench`` and ``bench tradeoff`` share: which frames, binary masks, flow cache, workers, quiet."""
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
+    parser.add_argument("--binary", action="store_true", default=None,
+                        help="every object id is foreground (DAVIS-2016 style)")
+    parser.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
+    parser.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", default=None, metavar="FILE", help="a bench manifest (videos, methods, options)")
     parser.add_argument("--frames", action="append", default=None, metavar="DIR", help="frames of a video (repeat)")
@@ -27,12 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", dest="methods", action="append", default=None, metavar="SPEC",
                         help="a row (repeat): teacher, gauss:SIGMA, wgf2d, wgf3d, decoder:NAME=RUN/model.pt, "
                              "decoder+wgf3d:NAME=RUN/model.pt (default: teacher, gauss:0.5/1/2/3, wgf2d, wgf3d)")
-    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
-    parser.add_argument("--binary", action="store_true", default=None,
-                        help="every object id is foreground (DAVIS-2016 style)")
-    parser.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
-    parser.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_measure_flags(parser)
     sub = parser.add_subparsers(dest="bench_command", metavar="{tradeoff}")
     tradeoff = sub.add_parser("tradeoff", help="accuracy vs inconsistency of video-model checkpoints (Fig. 10)",
                               description="accuracy (J&F, recall) vs inconsistency (E_raw, E_cons, E_smooth) of "
@@ -42,12 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tradeoff.add_argument("--frames", action="append", required=True, metavar="DIR", help="frames of a video (repeat)")
     tradeoff.add_argument("--gt", action="append", required=True, metavar="DIR", help="its ground truth (repeat)")
     tradeoff.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    tradeoff.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
-    tradeoff.add_argument("--binary", action="store_true", default=None,
-                          help="every object id is foreground (DAVIS-2016 style)")
-    tradeoff.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
-    tradeoff.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
-    tradeoff.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_measure_flags(tradeoff)
     tradeoff.set_defaults(func=main_tradeoff)
 
 

@@ -177,21 +177,17 @@ def run_tradeoff(checkpoints: Sequence[str | os.PathLike], videos: Sequence[dict
 
 def format_tradeoff(results: dict[str, Any]) -> str:
     """``results.md``: one table per video (rows: run / checkpoint), then the mean over videos."""
-    from steadyseg.train.bench import markdown_table
+    from steadyseg.train.bench import markdown_report, markdown_table
 
     def table(title: str, recs: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         rows = [([run["slug"], p["name"]], recs[run["slug"]][p["name"]]) for run in results["runs"]
                 for p in run["points"]]
         return markdown_table(title, ["Run", "Checkpoint"], rows, TRADEOFF_COLUMNS)
 
-    lines = ["# steadyseg bench tradeoff", "",
-             "J&F = (J + F) / 2 (DAVIS); E_raw raw temporal inconsistency (lower is more stable); E_cons and "
-             "E_smooth use the ground truth's median boundary count; fps of prediction (reading and writing "
-             "included).", ""]
-    for name, recs in results["videos"].items():
-        lines += table(name, recs)
-    lines += table(f"Mean over {len(results['videos'])} video(s)", results["mean"])
-    return "\n".join(lines)
+    return markdown_report("steadyseg bench tradeoff",
+                           "J&F = (J + F) / 2 (DAVIS); E_raw raw temporal inconsistency (lower is more stable); "
+                           "E_cons and E_smooth use the ground truth's median boundary count; fps of prediction "
+                           "(reading and writing included).", results, table)
 
 
 def _plot_fig10(results: dict[str, Any], path: Path) -> None:

@@ -24,7 +24,8 @@ options (:data:`ADAPTER_DEFAULTS`), with no subclassing:
 
 **User models.** ``steadyseg train video-model --model module.path:factory`` (or ``path/to/file.py:factory``)
 imports the factory with :func:`import_factory` and calls it with ``--model-arg KEY=VALUE`` keyword arguments
-(and ``num_classes=C`` when the factory takes that parameter and it was not given). The returned module may carry
+(values read as JSON, else strings; and ``num_classes=C`` when the factory takes that parameter and it was not
+given). The returned module may carry
 its own adapter options as an attribute ``steadyseg_adapter`` (a dict); ``--adapter KEY=VALUE`` overrides them.
 ``--checkpoint PATH`` loads weights into it with :func:`load_user_weights` (``weights_only=True``; a raw state dict,
 or one under ``"state_dict"`` / ``"model"``; a ``"module."`` prefix from DDP is removed; every missing, unexpected
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["ADAPTER_DEFAULTS", "LAYOUTS", "VideoModelAdapter", "check_clip", "import_factory", "build_user_model",
-           "load_user_weights", "build_video_model_from_config", "parse_key_values"]
+           "load_user_weights", "build_video_model_from_config"]
 
 LAYOUTS = ("BTCHW", "BCTHW")
 ADAPTER_DEFAULTS: dict[str, Any] = {"layout": "BTCHW", "output_layout": None, "output_key": None, "scale": 1.0,
@@ -287,19 +288,3 @@ def build_video_model_from_config(config: Mapping[str, Any]) -> nn.Module:
                                      adapter=config.get("adapter"))
     return build_user_model(spec, model_args=config.get("model_args"), num_classes=int(config["num_classes"]),
                             adapter=config.get("adapter"))
-
-
-def parse_key_values(items: list[str] | None, *, flag: str) -> dict[str, Any]:
-    """``["k=v", ...]`` → ``{k: v}`` with values read as YAML scalars/lists (``3`` → int, ``[1, 2]`` → list)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{flag} {item!r}: cannot read the value ({exc})") from None
-    return out

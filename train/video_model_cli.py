@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", default=None, metavar="SPEC",
                        help="reference (the 3D-conv model, default) or a factory: module.path:name or file.py:name")
     model.add_argument("--model-arg", dest="model_args", action="append", default=None, metavar="KEY=VALUE",
-                       help="keyword argument of the factory (repeat; values read as YAML)")
+                       help="keyword argument of the factory (repeat; values read as JSON, else strings)")
     model.add_argument("--adapter", action="append", default=None, metavar="KEY=VALUE",
                        help="adapter option (repeat): layout, output_layout, output_key, scale, mean, std, "
                             "size_multiple, time_multiple, resize_output")
@@ -84,9 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from steadyseg.cli import set_flags
+    from steadyseg.cli import parse_key_values, set_flags
     from steadyseg.errors import InputError
-    from steadyseg.train.video_model import parse_key_values
     from steadyseg.train.video_training import train_video_model
 
     if len(args.frames) != len(args.masks):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_refiner_args(items: list[str] | None) -> dict[str, Any]:
     """``["l_max=600", "fast=true"]`` → ``{"l_max": 600, "fast": True}`` (JSON values, else strings)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--refiner-arg expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    from steadyseg.cli import parse_key_values
+
+    return parse_key_values(items, flag="--refiner-arg")
 
 
 def main(args: argparse.Namespace) -> int:
