@@ -10,8 +10,10 @@
    CPU), and the wall / CPU milliseconds per flow read from the cache.
 2. The whole command (``steadyseg measure``'s library call :func:`steadyseg.measure_video.measure_video`, with TC,
    E_smooth and the ground truth's values when ``--gt``): cold (empty flow cache: flows, validity masks, measures)
-   and cached (flows and validity masks read from the cache), ``--repeats`` times each (best and median fps
-   reported), wall and CPU; ``--masks-copies N`` also times N mask videos in one call (``measure_videos``).
+   and cached (validity masks and nearest sampling maps read from the cache, no flow read), ``--repeats`` times
+   each (best and median fps reported), wall and CPU, interleaved with "cached_flows" (the same warm run reading
+   the float flows instead of the sampling maps: the path before the maps were cached, for an A/B on one machine
+   state); ``--masks-copies N`` also times N mask videos in one call (``measure_videos``).
 3. Memory on a long synthetic 480p video generated lazily (a ``Sequence`` that draws mask ``i`` on demand: a
    jittered moving rectangle) with its exact flow (a callable returning a constant translation): peak traced
    memory (``tracemalloc``, numpy buffers included) of ``inconsistency`` for ``--mem-frames`` lengths, each in a
@@ -30,6 +32,7 @@ The machine is shared; wall numbers depend on its load (``os.getloadavg`` is rec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -105,6 +108,21 @@ def bench_speed(sequence: str, *, preset: str, window: int, workers: int, max_fr
     return out
 
 
+@contextlib.contextmanager
+def _sampling_maps(*, enabled: bool):
+    """A/B switch of this benchmark only: with ``enabled=False`` the measure does not see the cache's nearest
+    sampling maps and reads and adds the float flows (the code path before the maps were cached)."""
+    from steadyseg.datasets.flow import FlowProvider
+
+    saved = FlowProvider.get_nearest_map
+    if not enabled:
+        FlowProvider.get_nearest_map = None
+    try:
+        yield
+    finally:
+        FlowProvider.get_nearest_map = saved
+
+
 def bench_command(sequence: str, *, preset: str, window: int, workers: int, max_frames: int | None,
                   repeats: int, gt: bool, masks_copies: int) -> dict:
     """fps of :func:`steadyseg.measure_video.measure_video` (what ``steadyseg measure`` runs) with an empty cache
@@ -125,7 +143,7 @@ def bench_command(sequence: str, *, preset: str, window: int, workers: int, max_
         res = measure_video(**kw, **extra)
         return time.perf_counter() - t0, time.process_time() - c0, res
 
-    runs: dict[str, list] = {"cold": [], "cached": []}
+    runs: dict[str, list] = {"cold": [], "cached": [], "cached_flows": []}
     reference = None
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp:
         for r in range(repeats):
@@ -135,11 +153,14 @@ def bench_command(sequence: str, *, preset: str, window: int, workers: int, max_
             n = res["num_frames"]
             if reference is None:
                 reference = res
-        for _ in range(repeats):
-            secs, cpu, res = timed(cache=Path(tmp) / "cold0")
-            assert res["timing"]["flow_pairs_computed"] == 0 and res["timing"]["valid_masks_computed"] == 0
-            assert res["inconsistency_raw"] == reference["inconsistency_raw"] and res["tc"] == reference["tc"]
-            runs["cached"].append((secs, cpu, res["timing"]))
+        for _ in range(repeats):  # interleaved: warm with the sampling maps, then the same reading the float flows
+            for name in ("cached", "cached_flows"):
+                with _sampling_maps(enabled=name == "cached"):
+                    secs, cpu, res = timed(cache=Path(tmp) / "cold0")
+                assert res["timing"]["flow_pairs_computed"] == 0 and res["timing"]["valid_masks_computed"] == 0
+                assert res["timing"]["flows_read"] == (0 if name == "cached" else res["timing"]["flow_pairs_cached"])
+                assert res["inconsistency_raw"] == reference["inconsistency_raw"] and res["tc"] == reference["tc"]
+                runs[name].append((secs, cpu, res["timing"]))
         if masks_copies > 1:
             t0 = time.perf_counter()
             many = measure_videos(**{**kw, "masks": [kw["masks"]] * masks_copies}, cache=Path(tmp) / "cold0")
@@ -309,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{cm['size'][0]}, K={cm['window']}, DIS {cm['preset']}, {cm['workers']} workers, "
               f"{'with' if cm['gt'] else 'without'} --gt, best / median of {cm['repeats']} "
               f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.1f})")
-        for name in ("cold", "cached"):
+        for name in ("cold", "cached", "cached_flows"):
             c = cm[name]
-            print(f"  {name:<6} : {c['fps_best']:6.2f} / {c['fps_median']:6.2f} fps wall, {c['fps_cpu_best']:6.2f} "
+            print(f"  {name:<12} : {c['fps_best']:6.2f} / {c['fps_median']:6.2f} fps wall, {c['fps_cpu_best']:6.2f} "
                   f"fps CPU (this process) ({min(c['seconds']):.1f} s)")
         if "several_masks" in cm:
             sm = cm["several_masks"]

@@ -8,7 +8,11 @@ app``, a notebook, ``fiftyone app launch`` — opens the dataset the same way:
   stays apart at thumbnail size —, both active.
 - **Video flicker** (``steadyseg curate video``): ``masks`` in blue, ``flicker_regions`` in red
   (:data:`FLICKER_COLOR`) and the ``flicker_map`` heat map (0 = every valid neighbour agrees, 255 = all disagree)
-  on the ``hot`` colour scale, all three active.
+  in amber (:data:`HEAT_COLOR`), all three active. With ``color_by="field"`` the App (FiftyOne 1.22) draws a heat
+  map in its field colour with opacity proportional to the value (0 transparent); the ``hot`` colour scale that is
+  also stored (:data:`FLICKER_COLORSCALE`) is used only when the App colours by value. In the video dataset (one
+  video sample) the same labels are frame fields, so the paths are ``frames.masks``, ``frames.flicker_map`` and
+  ``frames.flicker_regions``.
 
 The App colours labels by field (``color_by="field"``), so a field has one colour in every sample.
 """
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 from steadyseg.curation.env import require_fiftyone
 
-__all__ = ["ORIGINAL_COLOR", "REFINED_COLOR", "MASK_COLOR", "FLICKER_COLOR", "FLICKER_COLORSCALE",
+__all__ = ["ORIGINAL_COLOR", "REFINED_COLOR", "MASK_COLOR", "FLICKER_COLOR", "HEAT_COLOR", "FLICKER_COLORSCALE",
            "set_app_appearance", "apply_curation_appearance", "apply_flicker_appearance"]
 
 ORIGINAL_COLOR = "#ff7f0e"  # orange: the original COCO masks (ground_truth)
 REFINED_COLOR = "#1f77ff"   # blue: the refined masks
 MASK_COLOR = REFINED_COLOR  # the evaluated masks of a flicker dataset
 FLICKER_COLOR = "#e8112d"   # red: flicker regions
+HEAT_COLOR = "#ffb000"      # amber: the flicker heat map (opacity = value when the App colours by field)
 FLICKER_COLORSCALE = "hot"
 
 
@@ -33,12 +38,14 @@ def set_app_appearance(dataset, *, colors: dict[str, str], active: list[str],
 
     Args:
         dataset: a ``fiftyone.core.dataset.Dataset``.
-        colors: field path → ``"#rrggbb"``.
+        colors: field path → ``"#rrggbb"`` (frame fields of a video dataset: ``"frames.<field>"``).
         active: the label fields checked in the App's sidebar when the dataset opens.
         colorscales: field path → a named colour scale for heat maps (e.g. ``"hot"``).
     """
     fo = require_fiftyone()
-    schema = dataset.get_field_schema()
+    schema = set(dataset.get_field_schema())
+    if dataset.media_type == "video":
+        schema |= {f"frames.{f}" for f in dataset.get_frame_field_schema()}
     missing = [f for f in list(colors) + list(active) + list(colorscales or {}) if f not in schema]
     if missing:
         raise ValueError(f"dataset {dataset.name!r} has no field(s) {missing}")
@@ -59,7 +66,12 @@ def apply_curation_appearance(dataset) -> None:
 
 
 def apply_flicker_appearance(dataset) -> None:
-    """Masks blue, flicker regions red, the flicker heat map on the ``hot`` scale, all active (``curate video``)."""
-    set_app_appearance(dataset, colors={"masks": MASK_COLOR, "flicker_regions": FLICKER_COLOR},
-                       active=["masks", "flicker_map", "flicker_regions"],
-                       colorscales={"flicker_map": FLICKER_COLORSCALE})
+    """Masks blue, flicker regions red, the flicker heat map amber (``hot`` scale by value), all active.
+
+    The frame dataset has them as sample fields; the video dataset as frame fields (``frames.`` paths).
+    """
+    prefix = "frames." if dataset.media_type == "video" else ""
+    set_app_appearance(dataset, colors={f"{prefix}masks": MASK_COLOR, f"{prefix}flicker_map": HEAT_COLOR,
+                                        f"{prefix}flicker_regions": FLICKER_COLOR},
+                       active=[f"{prefix}masks", f"{prefix}flicker_map", f"{prefix}flicker_regions"],
+                       colorscales={f"{prefix}flicker_map": FLICKER_COLORSCALE})

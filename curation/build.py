@@ -18,11 +18,12 @@ full-image mask. Per-sample summaries: ``n_original``, ``n_refined``, ``n_remove
 (IoU below ``change_threshold``), ``n_guard``, ``min_iou``, ``mean_iou``, ``min_boundary_f``,
 ``max_centroid_shift``.
 
-Ingest is parallel: worker processes (joblib/loky) decode and compare the masks of their own batches of images; the
-main process declares the schema first and inserts. The default "raw" writer inserts FiftyOne-layout documents
-into FiftyOne's private sample collection; it is used only when :func:`raw_writer_problem` finds the installed
-FiftyOne inside the tested version range (:data:`RAW_WRITER_TESTED_FIFTYONE`) and a probe document written both
-ways has the same keys; otherwise the build warns and falls back to the public ``Dataset.add_samples`` writer.
+Ingest is parallel: worker processes (joblib/loky) decode and compare the masks of their own batches of images (each
+mask is decoded from its RLE runs inside the metric window only, never as a full-image array); the main process
+declares the schema first and inserts. The default "raw" writer inserts FiftyOne-layout documents into
+FiftyOne's private sample collection; it is used only when :func:`raw_writer_problem` finds the installed FiftyOne
+inside the tested version range (:data:`RAW_WRITER_TESTED_FIFTYONE`) and a probe document written both ways has the
+same keys; otherwise the build warns and falls back to the public ``Dataset.add_samples`` writer.
 Rebuilding an existing dataset keeps the review (label tags on ``ground_truth``/``refined``, matched by
 ``coco_id``; sample tags matched by image id).
 """
@@ -30,11 +31,11 @@ Rebuilding an existing dataset keeps the review (label tags on ``ground_truth``/
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import math
 import os
 import random
 import re
+import struct
 import time
 import warnings
 import zlib
@@ -45,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from steadyseg.curation.env import require_fiftyone
-from steadyseg.curation.metrics import davis_tolerance, instance_change_metrics, mask_bbox
+from steadyseg.curation.metrics import (davis_tolerance, empty_pair_metrics, mask_bbox, metric_window,
+                                        window_change_metrics)
 from steadyseg.errors import InputError
 
 GT_FIELD = "ground_truth"
@@ -83,7 +85,72 @@ def crop_mask(mask: np.ndarray, box: tuple[int, int, int, int] | None = None) ->
     if box is None:
         return None
     y0, y1, x0, x1 = box
-    return [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h], np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool)
+    return relative_box(box, h, w), np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool)
+
+
+def relative_box(box: tuple[int, int, int, int], height: int, width: int) -> list[float]:
+    """Pixel box ``(y0, y1, x0, x1)`` (end exclusive) → FiftyOne's relative ``[x, y, w, h]`` on pixel edges."""
+    y0, y1, x0, x1 = box
+    return [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height]
+
+
+def rle_run_ends(counts: str | bytes) -> np.ndarray:
+    """COCO compressed RLE ``counts`` → ``(n,)`` int64 cumulative run ends (column-major pixel indices).
+
+    Runs alternate background/foreground, starting with background (run ``k`` covers pixels
+    ``[ends[k-1], ends[k])``, ``ends[-1]`` = H*W). The string is read as pycocotools' ``rleFrString`` reads it
+    (5 bits per character with a continuation bit, sign-extended, runs from the third on stored as the difference
+    to the run two before), vectorised: no full-image array is made. Raises ``ValueError`` for a truncated string.
+    """
+    c = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, np.uint8) - np.uint8(48)
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("compressed RLE counts end in the middle of a number")
+    is_start = np.empty(c.size, bool)
+    is_start[0] = True
+    np.logical_not(more[:-1], out=is_start[1:])
+    index = np.arange(c.size)
+    shift = (index - np.maximum.accumulate(np.where(is_start, index, 0))) * 5  # 5 bits per char of a number
+    runs = np.add.reduceat((c & 0x1f).astype(np.int64) << shift, np.flatnonzero(is_start))
+    last = ~more
+    negative = (c[last] & 0x10) != 0
+    if negative.any():
+        runs[negative] |= np.int64(-1) << (shift[last][negative] + 5)
+    if runs.size > 3:  # run m > 2 is stored as the difference to run m - 2
+        runs[3::2] = np.cumsum(runs[1::2])[1:]
+        runs[4::2] += np.cumsum(runs[2::2])[:-1]
+    if runs.size and runs.min() < 0:
+        raise ValueError("compressed RLE counts hold a negative run length")
+    return np.cumsum(runs)
+
+
+def decode_rle_window(ends: np.ndarray, height: int, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The ``(y1 - y0, x1 - x0)`` bool crop of an RLE mask inside ``window = (y0, y1, x0, x1)`` (end exclusive).
+
+    ``ends``: the mask's run ends (:func:`rle_run_ends`) of an image ``height`` pixels high. Only the window's
+    columns are expanded, so the cost grows with the window, not with the image; equal to the same crop of
+    pycocotools' full-image ``decode``.
+    """
+    y0, y1, x0, x1 = window
+    first, stop = x0 * height, x1 * height
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    lengths = np.minimum(ends, stop) - np.maximum(starts, first)
+    np.maximum(lengths, 0, out=lengths)
+    columns = np.repeat((np.arange(ends.size) & 1).astype(bool), lengths).reshape(x1 - x0, height)
+    return np.ascontiguousarray(columns[:, y0:y1].T)
+
+
+def _sub_crop(crop: np.ndarray, window: tuple[int, int, int, int],
+              box: tuple[int, int, int, int] | None) -> np.ndarray | None:
+    """The part of a window crop inside ``box`` (both ``(y0, y1, x0, x1)`` in image pixels), C-contiguous bool."""
+    if box is None:
+        return None
+    oy, ox = window[0], window[2]
+    return np.ascontiguousarray(crop[box[0] - oy: box[1] - oy, box[2] - ox: box[3] - ox])
 
 
 def box_to_pixels(bounding_box: list[float], height: int, width: int) -> tuple[int, int, int, int]:
@@ -163,16 +230,31 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
 
     A bad annotation raises :class:`~steadyseg.errors.InputError` naming its file (``sources``: the original and
     the refined COCO file)."""
-    from steadyseg.datasets.coco import rle_bbox, rle_to_mask, segmentation_to_rle
+    from steadyseg.datasets.coco import rle_bbox, segmentation_to_rle
 
-    def decode(ann: dict[str, Any], source: str) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-        """Full (H, W) bool mask and its tight (y0, y1, x0, x1) box, the box read from the RLE (no scan)."""
+    def to_rle(ann: dict[str, Any], source: str) -> dict[str, Any]:
+        """The annotation's compressed RLE (``counts`` a str; canonical, so equal masks give equal strings)."""
         try:
-            rle = segmentation_to_rle(ann.get("segmentation"), h, w, ann_id=ann.get("id"))
+            return segmentation_to_rle(ann.get("segmentation"), h, w, ann_id=ann.get("id"))
         except (ValueError, TypeError) as exc:
             raise InputError(source, f"image {image.get('id')}: {exc}") from None
+
+    def runs(rle: dict[str, Any], ann: dict[str, Any], source: str
+             ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+        """The mask's RLE run ends and its tight (y0, y1, x0, x1) box, the box read from the RLE (no scan)."""
+        try:
+            ends = rle_run_ends(rle["counts"])
+        except ValueError as exc:
+            raise InputError(source, f"image {image.get('id')}: annotation {ann.get('id')}: {exc}") from None
+        if ends.size == 0 or ends[-1] != h * w:
+            raise InputError(source, f"image {image.get('id')}: annotation {ann.get('id')}: RLE runs cover "
+                             f"{int(ends[-1]) if ends.size else 0} pixels, the image has {h * w}")
         x, y, bw, bh = (int(round(v)) for v in rle_bbox(rle))
-        return rle_to_mask(rle), ((y, y + bh, x, x + bw) if bw > 0 and bh > 0 else None)
+        return ends, ((y, y + bh, x, x + bw) if bw > 0 and bh > 0 else None)
+
+    def stored(crop: np.ndarray | None, box: tuple[int, int, int, int] | None) -> tuple[list[float], Any]:
+        """(relative bounding box, bool crop) as stored on a label; a zero box and no mask when empty."""
+        return (relative_box(box, h, w), crop) if box is not None else ([0.0, 0.0, 0.0, 0.0], None)
 
     h, w = int(image["height"]), int(image["width"])
     tol = davis_tolerance(h, w) if boundary_tolerance is None else int(boundary_tolerance)
@@ -186,24 +268,45 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
         if label is None:
             raise InputError(sources[0], f"annotation {ann_id}: category_id {ann.get('category_id')!r} not in the "
                              "categories")
-        o_mask, o_box = decode(ann, sources[0])
+        o_rle = to_rle(ann, sources[0])
+        o_ends, o_box = runs(o_rle, ann, sources[0])
         common = {"label": label, "coco_id": ann_id, "category_id": int(ann["category_id"]),
                   "iscrowd": bool(ann.get("iscrowd", 0))}
-        crop = crop_mask(o_mask, o_box)
-        o_area = int(np.count_nonzero(crop[1])) if crop is not None else 0
+        ref = ref_anns.get(ann_id)
+        if ref is None:
+            o_crop = decode_rle_window(o_ends, h, o_box) if o_box is not None else None
+            o_area = int(np.count_nonzero(o_crop)) if o_crop is not None else 0
+        else:
+            r_rle = to_rle(ref, sources[1]) if ref.get("segmentation") is not None else None
+            same = r_rle is not None and r_rle["counts"] == o_rle["counts"]  # unchanged mask: decoded once
+            if r_rle is None or same:
+                r_ends, r_box = (o_ends, o_box) if same else (None, None)
+            else:
+                r_ends, r_box = runs(r_rle, ref, sources[1])
+            # both masks are decoded inside the metric window only; the stored crops are cut from it
+            window = metric_window(o_box, r_box, h, w)
+            if window is None:
+                m, o_crop, r_crop = empty_pair_metrics(), None, None
+            else:
+                size = (window[1] - window[0], window[3] - window[2])
+                oc = decode_rle_window(o_ends, h, window) if o_box is not None else np.zeros(size, bool)
+                if same:
+                    rc = oc  # window_change_metrics takes the same array as "equal masks"
+                else:
+                    rc = decode_rle_window(r_ends, h, window) if r_box is not None else np.zeros(size, bool)
+                m = window_change_metrics(oc, rc, tolerance=tol)
+                o_crop = _sub_crop(oc, window, o_box)
+                r_crop = o_crop if same else _sub_crop(rc, window, r_box)
+            o_area = m["area_original"]
         gt = {**common, "area": float(ann.get("area", o_area)),
               "coco_bbox": [float(v) for v in ann.get("bbox", [])], "mask_area": o_area,
               "removed": False, "vanished": False}
-        gt["bounding_box"], gt["mask"] = crop if crop is not None else ([0.0, 0.0, 0.0, 0.0], None)
-        ref = ref_anns.get(ann_id)
+        gt["bounding_box"], gt["mask"] = stored(o_crop, o_box)
         if ref is None:
             gt["removed"] = True
             gts.append(gt)
             continue
         record = ref.get("refine") if isinstance(ref.get("refine"), dict) else {}
-        r_mask, r_box = (decode(ref, sources[1]) if ref.get("segmentation") is not None
-                         else (np.zeros((h, w), bool), None))
-        m = instance_change_metrics(o_mask, r_mask, boundary_tolerance=tol, boxes=(o_box, r_box))
         guard = record.get("guard")
         status = "skipped" if "skipped" in record else "error" if "error" in record else "refined"
         r = {**common, "area": float(ref.get("area", m["area_refined"])),
@@ -214,8 +317,7 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
              "kept_original": bool(record.get("kept_original", False)),
              "status": status, "refiner": record.get("refiner"),
              "error": str(record["error"]) if "error" in record else None}
-        crop = crop_mask(r_mask, r_box)
-        r["bounding_box"], r["mask"] = crop if crop is not None else ([0.0, 0.0, 0.0, 0.0], None)
+        r["bounding_box"], r["mask"] = stored(r_crop, r_box)
         gt["vanished"] = m["area_refined"] == 0 or r["guard"] == "vanished"
         gts.append(gt)
         refs.append(r)
@@ -279,11 +381,34 @@ def declare_schema(dataset) -> None:
     dataset.delete_samples(sample)
 
 
+def npy_bool_header(height: int, width: int) -> bytes:
+    """The ``.npy`` header that ``np.save`` writes for a C-ordered ``(height, width)`` bool array (format 1.0).
+
+    Built from the format's rules (``{'descr': '|b1', 'fortran_order': False, 'shape': (h, w), }``, 21 − digits of
+    ``h`` spare spaces, padded with spaces and a newline to a multiple of 64 bytes) instead of numpy's generic
+    writer, which costs more than compressing a small mask; a test checks it byte for byte against ``np.save``.
+    """
+    text = (f"{{'descr': '|b1', 'fortran_order': False, 'shape': ({int(height)}, {int(width)}), }}"
+            + " " * (21 - len(str(int(height))))).encode("latin1")
+    pad = 64 - ((10 + len(text) + 1) % 64)
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text) + pad + 1) + text + b" " * pad + b"\n"
+
+
 def serialize_mask(mask: np.ndarray) -> bytes:
-    """A mask in FiftyOne's storage format: ``np.save`` bytes, zlib-compressed (as ``fiftyone.core.utils``)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(mask), allow_pickle=False)
-    return zlib.compress(buf.getvalue(), 1)  # any level decompresses the same; level 1 is the fastest
+    """A mask in FiftyOne's storage format: ``np.save`` bytes, zlib-compressed (as ``fiftyone.core.utils``).
+
+    ``mask``: ``(h, w)`` bool (the stored crops) gets :func:`npy_bool_header`; anything else goes through
+    ``np.save``. The uncompressed bytes equal ``np.save``'s either way.
+    """
+    if mask.dtype == np.bool_ and mask.ndim == 2:
+        data = npy_bool_header(*mask.shape) + np.ascontiguousarray(mask).tobytes()
+    else:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(mask), allow_pickle=False)
+        data = buf.getvalue()
+    return zlib.compress(data, 1)  # any level decompresses the same; level 1 is the fastest
 
 
 def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +420,13 @@ def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
     """
     from bson import Binary, ObjectId
 
+    serialized: dict[int, Binary] = {}  # by id(): a crop shared by both fields (unchanged mask) is compressed once
+
+    def mask_bytes(mask: np.ndarray) -> Binary:
+        if id(mask) not in serialized:
+            serialized[id(mask)] = Binary(serialize_mask(mask))
+        return serialized[id(mask)]
+
     def dets(items: list[dict[str, Any]], field: str) -> dict[str, Any]:
         out = []
         for d in items:
@@ -303,7 +435,7 @@ def _payload_to_doc(p: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
             for k, v in d.items():
                 if k == "mask":
                     if v is not None:
-                        doc["mask"] = Binary(serialize_mask(v))
+                        doc["mask"] = mask_bytes(v)
                 else:
                     doc[k] = v
             out.append(doc)
@@ -473,7 +605,7 @@ def build_curation_dataset(original: str | os.PathLike, refined: str | os.PathLi
         name: FiftyOne dataset name.
         overwrite: delete an existing dataset of that name first (its review tags are lost). Without it the
             dataset is rebuilt in place and the tags are carried over (idempotent update).
-        workers: processes that decode, compare and insert (1 = in this process).
+        workers: processes that decode and compare (1 = in this process); this process inserts.
         chunk_size: images per insert batch.
         change_threshold: IoU below which ``n_changed`` counts an instance (and the default of the views).
         boundary_tolerance: boundary F tolerance in pixels; None = DAVIS ``ceil(0.008 * diagonal)`` per image.

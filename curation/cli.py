@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=None, help="frame window K of the measure (default 3)")
     p.add_argument("--flow-cache", default=None, help="optical flow cache folder")
     p.add_argument("--binary", action="store_true", default=None, help="treat masks as foreground/background")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the encoded clip (default: the video file's, 24 for a frame folder)")
+    p.add_argument("--no-video-sample", dest="video_sample", action="store_false", default=None,
+                   help="build only the frame dataset (no NAME-video dataset, no encoded clip)")
     p.add_argument("--overwrite", action="store_true", default=None)
     _db_args(p)
     p.set_defaults(func=_video)
@@ -168,9 +172,14 @@ def _video(args):
     from steadyseg.curation.video import build_flicker_dataset
 
     ds = build_flicker_dataset(args.video, args.masks, args.name, args.out, **set_flags(args, {
-        "window": "window", "flow_cache": "flow_cache_dir", "binary": "binary", "overwrite": "overwrite"}))
+        "window": "window", "flow_cache": "flow_cache_dir", "binary": "binary", "overwrite": "overwrite",
+        "fps": "fps", "video_sample": "video_sample"}))
+    info = ds.info["steadyseg_video"]
     print(f"dataset {ds.name!r}: {len(ds)} frames; saved views: {', '.join(ds.list_saved_views())}; "
-          f"per-frame timeline: {ds.info['steadyseg_video']['timeline_plot']}")
+          f"per-frame timeline: {info['timeline_plot']}")
+    if info.get("video_dataset"):
+        print(f"video dataset {info['video_dataset']!r}: the clip {info['video_file']} at {info['fps']:g} fps "
+              f"with the masks and flicker maps as frame labels (open it in the App to play it)")
     return 0
 
 

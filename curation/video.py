@@ -1,7 +1,15 @@
-"""Video flicker view: a FiftyOne dataset of one mask video with per-frame inconsistency and flicker regions.
+"""Video flicker view: FiftyOne datasets of one mask video with per-frame inconsistency and flicker regions.
 
-Grouped frames as an image dataset (one sample per frame, ordered by ``frame_index``), because FiftyOne video
-datasets need an encoded video file and the measure works on frames anyway. Fields per frame:
+Two datasets with the same labels:
+
+- ``NAME``, the frame dataset: one image sample per frame, ordered by ``frame_index`` (saved views, sorting and
+  filtering work frame by frame);
+- ``NAME-video``, the video dataset (:mod:`steadyseg.curation.video_sample`): ONE video sample, the clip encoded
+  as ``out_dir/clip.mp4`` (H.264), with our own ``VideoMetadata`` (FiftyOne never runs ffprobe) and the labels
+  below as frame fields (``sample.frames[t + 1]``), so the App's player plays the clip with its overlays.
+  ``video_sample=False`` skips it.
+
+Fields per frame:
 
 - ``frame_index`` (int) and ``inconsistency`` (float): mean ``E_pair`` of the pairs touching the frame, from
   :func:`steadyseg.measures.inconsistency` (NaN when no pair is defined);
@@ -10,12 +18,16 @@ datasets need an encoded video file and the measure works on frames anyway. Fiel
   valid flow-warped neighbours that disagree);
 - ``flicker_regions``: ``fo.Segmentation`` with 1 where at least half of the valid neighbours disagree.
 
-Saved views: ``clip_in_order`` (every frame in playback order: step through it with the arrow keys in the App's
-sample view to play the clip with its overlays), ``flicker_worst`` (every frame, most inconsistent first) and
-``flicker_spikes`` (frames whose inconsistency is above ``spike_factor`` x the video's median).
-``dataset.info["steadyseg_video"]`` holds ``E_raw``, ``E_cons``, the settings and ``timeline_plot``, the path of
-``out_dir/inconsistency_timeline.png`` (per-frame inconsistency over time, spikes marked). The App opens with
-``masks``, ``flicker_map`` and ``flicker_regions`` switched on (:mod:`steadyseg.curation.appearance`).
+The frame dataset stores the label arrays in the database; the video dataset points at PNGs under
+``out_dir/video_labels/`` (``mask_path`` / ``map_path``).
+
+Saved views of the frame dataset: ``clip_in_order`` (every frame in playback order), ``flicker_worst`` (every frame,
+most inconsistent first) and ``flicker_spikes`` (frames whose inconsistency is above ``spike_factor`` x the
+video's median; in the video dataset the same frames are the ``flicker_spikes`` temporal detections).
+``dataset.info["steadyseg_video"]`` (both datasets) holds ``E_raw``, ``E_cons``, the settings, ``frames_dataset``,
+``video_dataset``, ``video_file``, ``fps`` and ``timeline_plot``, the path of ``out_dir/inconsistency_timeline.png``
+(per-frame inconsistency over time, spikes marked). The App opens both with ``masks``, ``flicker_map`` and
+``flicker_regions`` switched on (:mod:`steadyseg.curation.appearance`).
 """
 
 from __future__ import annotations
@@ -27,19 +39,28 @@ from typing import Any
 
 import numpy as np
 
+from steadyseg.curation.appearance import apply_flicker_appearance
 from steadyseg.curation.env import require_fiftyone
+from steadyseg.curation.video_sample import (VIDEO_FILENAME, add_video_dataset, encode_clip, even_size,
+                                             require_ffmpeg, source_frame_rate, video_dataset_name,
+                                             write_frame_labels)
 
 FLICKER_THRESHOLD = 0.5
 
 
+BROWSER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+
+
 def _frame_files(frames, out_dir: Path) -> list[str]:
-    """Paths of the frame images; frames of a video file (or unnamed frames) are written as JPEGs to out_dir."""
+    """Paths of the frame images: a frame folder's own files when the browser shows them (JPEG, PNG, ...); else
+    (a video file, TIFFs, unnamed frames) the frames written as JPEGs to ``out_dir/frames``."""
     import cv2
 
-    root = Path(getattr(frames, "source", "") or "")
-    names = list(getattr(frames, "names", []) or [])
-    if root.is_dir() and names and all((root / n).is_file() for n in names):
-        return [str((root / n).resolve()) for n in names]
+    frame_path = getattr(frames, "frame_path", None)
+    files = [frame_path(t) for t in range(len(frames))] if callable(frame_path) else []
+    if files and all(f is not None and Path(f).suffix.lower() in BROWSER_IMAGE_SUFFIXES and Path(f).is_file()
+                     for f in files):
+        return [str(Path(f).resolve()) for f in files]
     frame_dir = out_dir / "frames"
     frame_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -52,6 +73,16 @@ def _frame_files(frames, out_dir: Path) -> list[str]:
             os.replace(tmp, path)
         paths.append(str(path.resolve()))
     return paths
+
+
+def _make_room(fo, names: list[str], *, overwrite: bool) -> None:
+    """Delete the datasets ``names`` when ``overwrite``; else fail (before any work) if one of them exists."""
+    existing = [n for n in names if fo.dataset_exists(n)]
+    if existing and not overwrite:
+        raise ValueError(f"FiftyOne dataset {existing[0]!r} exists; pass overwrite=True (--overwrite) to replace it"
+                         + (f" (and {existing[1:]})" if len(existing) > 1 else ""))
+    for n in existing:
+        fo.delete_dataset(n)
 
 
 def save_timeline_plot(per_frame: np.ndarray, path: Path, *, spike_level: float, title: str) -> Path:
@@ -78,7 +109,7 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
                           out_dir: str | os.PathLike, *, window: int = 3, flow_backend: str = "dis",
                           flow_cache_dir: str | os.PathLike | None = None, binary: bool = False,
                           spike_factor: float = 2.0, overwrite: bool = False, persistent: bool = True,
-                          progress: bool = True):
+                          progress: bool = True, video_sample: bool = True, fps: float | None = None):
     """Measure a mask video's temporal inconsistency and put it in FiftyOne, frame by frame.
 
     Args:
@@ -91,10 +122,15 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
         flow_cache_dir: flow cache folder (default ``out_dir/flow``).
         binary: collapse object ids to foreground/background.
         spike_factor: ``flicker_spikes`` keeps frames above this multiple of the median inconsistency.
-        overwrite, persistent, progress: dataset replacement, persistence, tqdm bar.
+        overwrite, persistent, progress: dataset replacement (both datasets), persistence, tqdm bar.
+        video_sample: also build the video dataset ``name + "-video"`` (:mod:`steadyseg.curation.video_sample`):
+            ``out_dir/clip.mp4`` (H.264, imageio-ffmpeg's ffmpeg) as one video sample with the same labels on its
+            frames. False builds the frame dataset only.
+        fps: frame rate of the encoded clip (default: the video file's, or 24 for a frame folder).
 
     Returns:
-        the FiftyOne dataset.
+        the FiftyOne frame dataset; ``dataset.info["steadyseg_video"]["video_dataset"]`` names the video dataset
+        (None when ``video_sample=False``).
     """
     from tqdm import tqdm
 
@@ -118,29 +154,34 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
     if labels[0].shape != tuple(np.asarray(frames[0]).shape[:2]):
         raise ValueError(f"{masks}: mask size {labels[0].shape} differs from frame size "
                          f"{np.asarray(frames[0]).shape[:2]} of {video}")
+    fo = require_fiftyone()
+    video_name = video_dataset_name(name) if video_sample else None
+    if video_sample:
+        require_ffmpeg()  # before any work: a missing imageio-ffmpeg is an install problem, not a late surprise
+    _make_room(fo, [name] + ([video_name] if video_name else []), overwrite=overwrite)
     flows = FlowProvider(frames, backend=flow_backend, cache_dir=flow_cache_dir or out_dir / "flow")
     result = inconsistency(labels, flows, window=window)
     paths = _frame_files(frames, out_dir)
 
-    fo = require_fiftyone()
-    if fo.dataset_exists(name):
-        if not overwrite:
-            raise ValueError(f"FiftyOne dataset {name!r} exists; pass overwrite=True (--overwrite) to replace it")
-        fo.delete_dataset(name)
     dataset = fo.Dataset(name)
     dataset.persistent = persistent
-    samples = []
+    samples, frame_fields = [], []
+    video_size = even_size(*labels[0].shape)
     for t in tqdm(range(len(labels)), desc=f"flicker maps {name}", unit="frame", disable=not progress):
         fmap = flicker_map(labels, flows, t, window=window)
         value = float(result.per_frame[t])
         lab = labels[t]
         lab8 = np.where(lab > 255, 255, lab).astype(np.uint8) if lab.max(initial=0) > 255 else lab.astype(np.uint8)
+        heat = np.round(fmap * 255).astype(np.uint8)
+        regions = (fmap >= FLICKER_THRESHOLD).astype(np.uint8)
+        fields = {"frame_index": t, "inconsistency": None if math.isnan(value) else value,
+                  "flicker_fraction": float((fmap >= FLICKER_THRESHOLD).mean())}
         samples.append(fo.Sample(
-            filepath=paths[t], frame_index=t, inconsistency=None if math.isnan(value) else value,
-            masks=fo.Segmentation(mask=lab8),
-            flicker_map=fo.Heatmap(map=np.round(fmap * 255).astype(np.uint8), range=[0, 255]),
-            flicker_regions=fo.Segmentation(mask=(fmap >= FLICKER_THRESHOLD).astype(np.uint8)),
-            flicker_fraction=float((fmap >= FLICKER_THRESHOLD).mean())))
+            filepath=paths[t], **fields, masks=fo.Segmentation(mask=lab8),
+            flicker_map=fo.Heatmap(map=heat, range=[0, 255]), flicker_regions=fo.Segmentation(mask=regions)))
+        if video_sample:
+            frame_fields.append({**fields, **write_frame_labels(out_dir, t, mask=lab8, heat=heat, regions=regions,
+                                                                size=video_size)})
     dataset.add_samples(samples, progress=False)
     F = fo.ViewField
     finite = result.per_frame[np.isfinite(result.per_frame)]
@@ -160,10 +201,16 @@ def build_flicker_dataset(video: str | os.PathLike, masks: str | os.PathLike, na
     timeline = out_dir / "inconsistency_timeline.png"
     save_timeline_plot(result.per_frame, timeline, spike_level=spike_factor * median, title=name)
     config["timeline_plot"] = str(timeline.resolve())
+    config["frames_dataset"] = name
+    config["video_dataset"] = video_name
+    if video_sample:
+        clip = encode_clip(frames, out_dir / VIDEO_FILENAME, fps=fps or source_frame_rate(video))
+        config.update(video_file=str(clip.path), fps=float(clip.fps))
+        spike = (result.per_frame > spike_factor * median) if finite.size else np.zeros(len(labels), dtype=bool)
+        video_ds = add_video_dataset(video_name, clip, frame_fields, info=config, spike=spike, persistent=persistent)
+        apply_flicker_appearance(video_ds)
     dataset.info["steadyseg_video"] = config
     dataset.save()
-    from steadyseg.curation.appearance import apply_flicker_appearance
-
     apply_flicker_appearance(dataset)  # masks, flicker map and regions checked and coloured when the App opens
     save_resolved_config(out_dir, {"dataset": name, **config}, name="curate_video.config.yaml")
     return dataset

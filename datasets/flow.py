@@ -51,6 +51,7 @@ FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 4, "winsize": 15, "iterations": 
 RAFT_MODELS = ("raft_small", "raft_large")
 CACHE_FORMAT_VERSION = 2  # 1: .npz entries; 2: raw array + CRC-32 header (.flow)
 VALID_FORMAT_VERSION = 1  # validity masks M[p→q]: bit-packed, CRC-32 header (.valid)
+NEAREST_MAP_FORMAT_VERSION = 1  # nearest sampling maps x + F(x): int16 (H, W, 2), CRC-32 header (.nnmap)
 CACHE_DIR_ENV = "STEADYSEG_CACHE_DIR"  # overrides the cache root (tests point it at a temporary folder)
 
 __all__ = ["compute_flow", "flow_params", "flow_cache_key", "valid_cache_key", "FlowCache", "FlowProvider",
@@ -247,6 +248,14 @@ def valid_cache_key(key_q_to_p: str, key_p_to_q: str, *, thresholds: Any, check_
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def nearest_map_cache_key(flow_key: str) -> str:
+    """sha256 hex key of the nearest-neighbour sampling map of the flow cached under ``flow_key``
+    (:func:`steadyseg.warp.nearest_sampling_map`; the OpenCV version, whose rounding it stores, is part of it)."""
+    blob = json.dumps({"kind": "nearest-map", "flow": flow_key, "opencv": cv2.__version__,
+                       "format": NEAREST_MAP_FORMAT_VERSION}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def default_cache_root() -> Path:
     """steadyseg's persistent cache root: ``$STEADYSEG_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/steadyseg``
     (when that variable holds an absolute path, as the XDG spec asks), else ``~/.cache/steadyseg``."""
@@ -272,6 +281,7 @@ _DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
 _DTYPE_CODES = {"float32": 0, "float16": 1}
 _VALID_HEADER = struct.Struct("<8sIIQI4x")  # magic, H, W, payload bytes, crc32, (pad): 32 bytes
 _VALID_MAGIC = b"SSVALID" + bytes([VALID_FORMAT_VERSION])
+_NNMAP_MAGIC = b"SSNNMAP" + bytes([NEAREST_MAP_FORMAT_VERSION])  # same 32-byte header layout as .valid
 
 
 class FlowCache:
@@ -298,10 +308,18 @@ class FlowCache:
     ``b"SSVALID"`` + :data:`VALID_FORMAT_VERSION`, ``H``, ``W`` (uint32), payload length (uint64), zlib CRC-32
     (uint32), 4 pad bytes — and the ``numpy.packbits`` of the C-order mask (1 bit per pixel, 1 = valid), 51 KB at 854×480 against
     3.3 MB for a flow. ``get_valid`` / ``put_valid`` follow the rules of ``get`` / ``put``.
+
+    Nearest-neighbour sampling maps (:func:`steadyseg.warp.nearest_sampling_map`: ``x + F(x)`` rounded as
+    ``cv2.remap`` rounds, the ``CV_16SC2`` map that warps label maps bit-identically to the float flow) live as
+    ``<key>.nnmap`` (key: :func:`nearest_map_cache_key` of the flow's key) with the header layout of ``.valid``
+    (magic ``b"SSNNMAP"`` + :data:`NEAREST_MAP_FORMAT_VERSION`) and the raw C-order ``(H, W, 2)`` little-endian
+    int16 array: 1.6 MB at 854×480, half a flow, and no arithmetic before the warp. With a map and ``M`` cached, a
+    warm measure reads no flow at all.
     """
 
     SUFFIX = ".flow"
     VALID_SUFFIX = ".valid"
+    NNMAP_SUFFIX = ".nnmap"
 
     def __init__(self, root: str | os.PathLike, *, dtype: str = "float32", compress: bool = False):
         if dtype not in _DTYPE_CODES:
@@ -330,27 +348,45 @@ class FlowCache:
         except FileNotFoundError:
             pass
 
-    def get_valid(self, key: str, *, shape: tuple[int, int] | None = None) -> np.ndarray | None:
-        """The cached validity mask as ``(H, W) uint8`` (1 = valid, 0 = not), or ``None`` when absent or corrupt
-        (a corrupt file is deleted and counted in ``corrupt``)."""
-        path = self.valid_path(key)
+    def _read_small(self, path: Path, magic: bytes, payload_bytes, shape: tuple[int, int] | None):
+        """``(h, w, payload)`` of a ``.valid`` / ``.nnmap`` entry when its magic, sizes (``payload_bytes(h, w)``),
+        expected ``shape`` and CRC-32 hold; else None, and the file (if any) is deleted and counted in ``corrupt``.
+        ``FileNotFoundError`` is raised when there is no entry."""
         try:
             with open(path, "rb", buffering=0) as fh:
                 data = fh.read()
         except FileNotFoundError:
-            return None
+            raise
         except OSError:
             data = b""
-        mask = None
         if len(data) >= _VALID_HEADER.size:
-            magic, h, w, nbytes, crc = _VALID_HEADER.unpack_from(data)
+            got_magic, h, w, nbytes, crc = _VALID_HEADER.unpack_from(data)
             payload = memoryview(data)[_VALID_HEADER.size:]
-            if (magic == _VALID_MAGIC and h > 0 and w > 0 and nbytes == (h * w + 7) // 8 == len(payload)
+            if (got_magic == magic and h > 0 and w > 0 and nbytes == payload_bytes(h, w) == len(payload)
                     and (shape is None or (h, w) == tuple(shape)) and zlib.crc32(payload) == crc):
-                mask = np.unpackbits(np.frombuffer(payload, np.uint8), count=h * w).reshape(h, w)
-        if mask is None:
-            self._drop(path)
-        return mask
+                return h, w, payload
+        self._drop(path)
+        return None
+
+    def _write_small(self, path: Path, magic: bytes, h: int, w: int, payload: bytes) -> Path:
+        head = _VALID_HEADER.pack(magic, h, w, len(payload), zlib.crc32(payload))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(head)
+                fh.write(payload)
+        return path
+
+    def get_valid(self, key: str, *, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The cached validity mask as ``(H, W) uint8`` (1 = valid, 0 = not), or ``None`` when absent or corrupt
+        (a corrupt file is deleted and counted in ``corrupt``)."""
+        try:
+            entry = self._read_small(self.valid_path(key), _VALID_MAGIC, lambda h, w: (h * w + 7) // 8, shape)
+        except FileNotFoundError:
+            return None
+        if entry is None:
+            return None
+        h, w, payload = entry
+        return np.unpackbits(np.frombuffer(payload, np.uint8), count=h * w).reshape(h, w)
 
     def put_valid(self, key: str, mask: np.ndarray) -> Path:
         """Store an ``(H, W)`` validity mask (nonzero = valid) bit-packed and atomically; returns the file path."""
@@ -358,12 +394,31 @@ class FlowCache:
             raise ValueError(f"expected an (H, W) mask, got {getattr(mask, 'shape', type(mask).__name__)}")
         h, w = mask.shape
         payload = np.packbits(np.asarray(mask).reshape(-1) != 0).tobytes()
-        head = _VALID_HEADER.pack(_VALID_MAGIC, h, w, len(payload), zlib.crc32(payload))
-        path = self.valid_path(key)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(head + payload)
-        return path
+        return self._write_small(self.valid_path(key), _VALID_MAGIC, h, w, payload)
+
+    def nearest_map_path(self, key: str) -> Path:
+        return self.path(key).with_suffix(self.NNMAP_SUFFIX)
+
+    def get_nearest_map(self, key: str, *, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The cached ``(H, W, 2) int16`` sampling map, or ``None`` when absent or corrupt (then deleted)."""
+        try:
+            entry = self._read_small(self.nearest_map_path(key), _NNMAP_MAGIC, lambda h, w: h * w * 4, shape)
+        except FileNotFoundError:
+            return None
+        if entry is None:
+            return None
+        h, w, payload = entry
+        return np.frombuffer(payload, "<i2").reshape(h, w, 2).astype(np.int16, copy=False)
+
+    def put_nearest_map(self, key: str, nmap: np.ndarray) -> Path:
+        """Store an ``(H, W, 2) int16`` sampling map atomically; returns the file path."""
+        if not isinstance(nmap, np.ndarray) or nmap.ndim != 3 or nmap.shape[2] != 2 or nmap.dtype != np.int16 \
+                or 0 in nmap.shape:
+            raise ValueError(f"expected an (H, W, 2) int16 sampling map, got "
+                             f"{getattr(nmap, 'shape', type(nmap).__name__)} {getattr(nmap, 'dtype', '')}")
+        h, w = nmap.shape[:2]
+        payload = np.ascontiguousarray(nmap, dtype="<i2").tobytes()
+        return self._write_small(self.nearest_map_path(key), _NNMAP_MAGIC, h, w, payload)
 
     def _header_ok(self, fh, shape: tuple[int, int] | None):
         """The parsed header ``(code, compressed, h, w, nbytes, crc)`` when it and the file size are consistent."""
@@ -470,7 +525,7 @@ class FlowCache:
                 fh.write(payload)
         return path
 
-_ENTRY_KINDS = {FlowCache.SUFFIX: "flow", FlowCache.VALID_SUFFIX: "valid"}
+_ENTRY_KINDS = {FlowCache.SUFFIX: "flow", FlowCache.VALID_SUFFIX: "valid", FlowCache.NNMAP_SUFFIX: "nearest-map"}
 
 
 def _cache_entries(root: Path) -> Iterable[tuple[str, Path]]:
@@ -497,7 +552,8 @@ def cache_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"location": str, "exists": bool, "entries": int, "bytes": int, "disk_bytes": int, "kinds": {kind:
-        {"entries", "bytes", "disk_bytes"}}}`` with kinds ``"flow"`` and ``"valid"``; ``bytes`` is the file
+        {"entries", "bytes", "disk_bytes"}}}`` with kinds ``"flow"``, ``"valid"`` and ``"nearest-map"``; ``bytes``
+        is the file
         size, ``disk_bytes`` the space allocated on disk (``st_blocks`` × 512).
     """
     root = Path(root) if root is not None else default_flow_cache_dir()
@@ -516,9 +572,9 @@ def cache_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def clear_cache(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Remove every cache entry (``.flow`` and ``.valid`` files in the ``<2 hex>/`` shards) of a flow cache folder,
-    the temporaries that killed writers left there, and the shards left empty; any other file (e.g. the
-    ``flow-run-*.yaml`` records of ``steadyseg flow``) stays. Returns :func:`cache_info` of what was removed."""
+    """Remove every cache entry (``.flow``, ``.valid`` and ``.nnmap`` files in the ``<2 hex>/`` shards) of a flow
+    cache folder, the temporaries that killed writers left there, and the shards left empty; any other file (e.g.
+    the ``flow-run-*.yaml`` records of ``steadyseg flow``) stays. Returns :func:`cache_info` of what was removed."""
     root = Path(root) if root is not None else default_flow_cache_dir()
     removed = cache_info(root)
     for _, f in _cache_entries(root):
@@ -588,7 +644,8 @@ class FlowProvider:
 
     ``stats`` counts ``hits`` (memory or disk), ``misses`` (computed in ``__call__``), ``computed`` (in
     ``precompute``), ``corrupt`` (bad cache files replaced), ``seconds_computing`` (flow time only),
-    ``valid_hits`` and ``valid_stored`` (validity masks read from / written to the cache).
+    ``valid_hits`` and ``valid_stored`` (validity masks read from / written to the cache), ``map_hits`` and
+    ``map_stored`` (nearest sampling maps, likewise).
 
     Validity masks ``M[p→q]``: :meth:`valid` (read from the cache, or computed from the two flows by
     :func:`steadyseg.warp.valid_mask_u8` and stored), or :meth:`get_valid` / :meth:`put_valid` for a caller that
@@ -616,7 +673,8 @@ class FlowProvider:
         self._hashes: dict[int, str] = {}
         self._keys: dict[tuple[int, int], str] = {}
         self.stats: dict[str, float] = {"hits": 0, "misses": 0, "computed": 0, "corrupt": 0,
-                                        "seconds_computing": 0.0, "valid_hits": 0, "valid_stored": 0}
+                                        "seconds_computing": 0.0, "valid_hits": 0, "valid_stored": 0,
+                                        "map_hits": 0, "map_stored": 0}
         self._stats_lock = threading.Lock()
         if isinstance(getattr(frames, "size", None), tuple):  # VideoFrames; a numpy array's .size is an int
             self.size = tuple(frames.size)
@@ -675,6 +733,30 @@ class FlowProvider:
                                             thresholds=thresholds), mask)
         with self._stats_lock:
             self.stats["valid_stored"] += 1
+
+    def get_nearest_map(self, p: int, q: int) -> np.ndarray | None:
+        """The nearest sampling map of ``F[p→q]`` (:func:`steadyseg.warp.nearest_sampling_map`, ``(H, W, 2)
+        int16``) from the disk cache, or None (no cache, absent or corrupt)."""
+        p, q = self._check_index(p, q)
+        if self.cache is None or p == q:
+            return None
+        before = self.cache.corrupt
+        nmap = self.cache.get_nearest_map(nearest_map_cache_key(self.key(p, q)), shape=self.size)
+        with self._stats_lock:
+            self.stats["corrupt"] += self.cache.corrupt - before
+            self.stats["map_hits"] += nmap is not None
+        return nmap
+
+    def put_nearest_map(self, p: int, q: int, nmap: np.ndarray) -> None:
+        """Store the nearest sampling map of ``F[p→q]`` in the disk cache (nothing without a cache). Thread-safe."""
+        p, q = self._check_index(p, q)
+        if self.cache is None or p == q:
+            return
+        if tuple(nmap.shape[:2]) != tuple(self.size):
+            raise ValueError(f"put_nearest_map: map of shape {nmap.shape} for frames of size {self.size}")
+        self.cache.put_nearest_map(nearest_map_cache_key(self.key(p, q)), nmap)
+        with self._stats_lock:
+            self.stats["map_stored"] += 1
 
     def valid(self, p: int, q: int, *, check_motion_boundary: bool = True, thresholds: Any = None) -> np.ndarray:
         """``M[p→q]`` as ``(H, W) uint8``, nonzero where valid: from the cache, else computed from ``F[q→p]`` and

@@ -4,7 +4,7 @@ Without ``--cache`` both act on the default cache that ``steadyseg measure`` use
 ``$XDG_CACHE_HOME/steadyseg/flow`` (by default ``~/.cache/steadyseg/flow``; ``$STEADYSEG_CACHE_DIR`` replaces
 ``$XDG_CACHE_HOME/steadyseg``)::
 
-    steadyseg cache info                  # location, entries, size on disk by kind (flows, validity masks)
+    steadyseg cache info                  # location, entries, size on disk by kind (flows, M masks, sampling maps)
     steadyseg cache clear --yes           # remove every cache entry (asks first on a terminal without --yes)
     steadyseg cache info --cache cache/flow
 
@@ -21,14 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``steadyseg cache info`` and ``steadyseg cache clear`` (flags default to None)."""
     sub = parser.add_subparsers(dest="cache_command", metavar="CACHE_COMMAND")
     i = sub.add_parser("info", help="where the flow cache is, how many entries, their size on disk by kind",
-                       description="Location, entry count and size on disk (flows, validity masks) of the flow "
-                                   "cache.")
+                       description="Location, entry count and size on disk (flows, validity masks, sampling maps) "
+                                   "of the flow cache.")
     i.add_argument("--cache", metavar="DIR", default=None,
                    help="flow cache folder (default: the persistent cache steadyseg measure uses)")
     i.set_defaults(func=main_info)
     c = sub.add_parser("clear", help="remove every entry of the flow cache",
-                       description="Remove the cache entries (flows, validity masks) and the temporaries of killed "
-                                   "writers; other files in the folder stay. Asks for confirmation on a terminal; "
+                       description="Remove the cache entries (flows, validity masks, sampling maps) and the "
+                                   "temporaries of killed writers; other files in the folder stay. Asks for confirmation on a terminal; "
                                    "elsewhere it needs --yes.")
     c.add_argument("--cache", metavar="DIR", default=None,
                    help="flow cache folder (default: the persistent cache steadyseg measure uses)")
@@ -57,7 +57,7 @@ def main_info(args: argparse.Namespace) -> int:
     info = cache_info(args.cache)
     print(f"location  {info['location']}" + ("" if info["exists"] else "  (does not exist yet)"))
     print(f"entries   {info['entries']}, {_size(info['disk_bytes'])} on disk")
-    for kind, label in (("flow", "flows"), ("valid", "validity masks")):
+    for kind, label in (("flow", "flows"), ("valid", "validity masks"), ("nearest-map", "sampling maps")):
         k = info["kinds"][kind]
         print(f"  {label:<15} {k['entries']:>7} entries  {_size(k['disk_bytes']):>10} on disk")
     return 0

@@ -141,8 +141,8 @@ def measure_videos(*, frames: str | os.PathLike, masks: Sequence[str | os.PathLi
         window: K ≥ 1, frame pairs with ``1 ≤ |p−q| ≤ K``.
         sigma: temporal Gaussian σ of ``E_smooth`` in frames.
         check_motion_boundary: exclude motion boundaries from the valid mask.
-        cache: the flow cache folder (flows and validity masks). ``None`` (default): the persistent default cache
-            :func:`steadyseg.datasets.flow.default_flow_cache_dir` (``$STEADYSEG_CACHE_DIR/flow``, else
+        cache: the flow cache folder (flows, validity masks, sampling maps). ``None`` (default): the persistent
+            default cache :func:`steadyseg.datasets.flow.default_flow_cache_dir` (``$STEADYSEG_CACHE_DIR/flow``, else
             ``$XDG_CACHE_HOME/steadyseg/flow``, else ``~/.cache/steadyseg/flow``); ``False``: a temporary one,
             removed afterwards; a path: that folder (see :func:`resolve_cache`).
         workers: flow processes and measure threads (None: all cores).
@@ -159,7 +159,8 @@ def measure_videos(*, frames: str | os.PathLike, masks: Sequence[str | os.PathLi
         each; ``mvc_n``; ``frames`` (per frame ``name``, ``inconsistency``, ``iou``, ``boundary``),
         ``num_frames``, ``height``, ``width``, ``skipped_pairs``, ``skipped_directions``, ``per_pair``
         (``"p-q"`` → E_pair), ``timing`` (seconds of the shared steps and of this masks folder's own measures,
-        flow pairs computed / cached, validity masks read / stored) and ``config`` (every argument, resolved:
+        flow pairs computed / cached, validity masks and nearest sampling maps read / stored, flows read after the
+        precompute — 0 on a warm run) and ``config`` (every argument, resolved:
         ``masks`` is this result's folder, ``cache`` the folder used or None for a temporary one).
 
     Raises:
@@ -261,6 +262,9 @@ def measure_videos(*, frames: str | os.PathLike, masks: Sequence[str | os.PathLi
                        "flow_pairs_cached": flow_stats.get("cached"),
                        "valid_masks_cached": int(provider.stats["valid_hits"]),
                        "valid_masks_computed": int(provider.stats["valid_stored"]),
+                       "nearest_maps_cached": int(provider.stats["map_hits"]),
+                       "nearest_maps_computed": int(provider.stats["map_stored"]),
+                       "flows_read": int(provider.stats["hits"]),
                        "mask_videos_in_pass": len(stacks)},
             "config": {"frames": str(frames), "masks": str(path), "gt": None if gt is None else str(gt),
                        "binary": bool(binary), "flow": flow, "preset": preset, "raft_weights": raft_weights,

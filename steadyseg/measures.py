@@ -37,8 +37,9 @@ import numpy as np
 
 from steadyseg.kernels import gaussian_kernel
 from steadyseg.labels import VOID
-from steadyseg.warp import (DEFAULT_THRESHOLDS, ValidityThresholds, WarpWorkspace, direction_counts,
-                            direction_counts_valid, valid_mask_u8, warp_and_valid)
+from steadyseg.warp import (DEFAULT_THRESHOLDS, NEAREST_MAP_MAX_SIDE, ValidityThresholds, WarpWorkspace,
+                            direction_counts, direction_counts_valid, nearest_sampling_map, valid_mask_u8,
+                            warp_and_valid)
 
 
 __all__ = [
@@ -376,11 +377,15 @@ def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flo
     skipped_pairs = [0] * nv
     skipped_dirs = [0] * nv
     cache_kw = {"check_motion_boundary": check_motion_boundary, "thresholds": thresholds}
+    # nearest sampling maps: cached beside M when the cache can hold them (FlowProvider), so that a warm run
+    # warps with a stored int16 map instead of reading and adding a float flow (the same samples, tested)
+    use_maps = valid_cache is not None and callable(getattr(valid_cache, "get_nearest_map", None))
 
     def direction(p: int, q: int, mps: list[tuple[np.ndarray, bool]], mqs: list[tuple[np.ndarray, bool]],
-                  f_qp: np.ndarray, f_pq: np.ndarray, valid: np.ndarray | None, want_tc: bool,
-                  workspace: WarpWorkspace):
-        """e(p→q) and Σ M of every mask video (+ the TC score of frame q when ``want_tc``)."""
+                  f_qp: np.ndarray | None, f_pq: np.ndarray | None, valid: np.ndarray | None,
+                  nmap: np.ndarray | None, want_tc: bool, workspace: WarpWorkspace):
+        """e(p→q) and Σ M of every mask video (+ the TC score of frame q when ``want_tc``). ``nmap``: the nearest
+        sampling map of ``F[q→p]`` when cached (the flows are then None unless a video needs the general path)."""
         out: list[tuple[float, int]] = [(float("nan"), 0)] * nv
         tc_out: dict[int, float | None] = {}
         fast_a, fast_b, fast_k, fast_nv = [], [], [], []
@@ -404,9 +409,13 @@ def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flo
                                       thresholds=thresholds, workspace=workspace)
                 if valid_cache is not None:
                     valid_cache.put_valid(p, q, valid, **cache_kw)
+            if nmap is None and use_maps:
+                nmap = nearest_sampling_map(f_qp, workspace=workspace)
+                valid_cache.put_nearest_map(q, p, nmap)
             wanted = tuple(i for i, k in enumerate(fast_k) if tc_flags[k]) if want_tc else ()
-            cnt, hists = direction_counts_valid(fast_a, fast_b, f_qp, valid, void=void, workspace=workspace,
-                                                histograms=wanted, void_free=fast_nv)
+            cnt, hists = direction_counts_valid(fast_a, fast_b, None if nmap is not None else f_qp, valid, void=void,
+                                                workspace=workspace, histograms=wanted, void_free=fast_nv,
+                                                sampling_map=nmap)
             for i, k in enumerate(fast_k):
                 n_diff, n = cnt[i]
                 out[k] = (float(n_diff) / n, n) if n else (float("nan"), 0)
@@ -456,6 +465,7 @@ def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flo
                 if shape is None:
                     shape = mqs[0].shape
                     ws = WarpWorkspace(*shape)
+                    use_maps = use_maps and max(shape) <= NEAREST_MAP_MAX_SIDE
                 for k, mq in enumerate(mqs):
                     if mq.shape != shape:
                         raise ValueError(f"inconsistency: mask {q}" + (f" of video {k}" if nv > 1 else "")
@@ -467,19 +477,25 @@ def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flo
                 mqs = [(mq, bool(0 <= void <= np.iinfo(mq.dtype).max and (mq == void).any())) for mq in mqs]
                 jobs = []
                 for p, mps in recent:
-                    v_pq = v_qp = None
+                    v_pq = v_qp = n_qp = n_pq = None
                     if valid_cache is not None:
                         v_pq = valid_cache.get_valid(p, q, **cache_kw)
                         v_qp = valid_cache.get_valid(q, p, **cache_kw)
-                    f_pq = np.asarray(flows(p, q), dtype=np.float32)
-                    f_qp = np.asarray(flows(q, p), dtype=np.float32)
-                    for name, f in (("p→q", f_pq), ("q→p", f_qp)):
-                        if f.shape != (*shape, 2):
-                            raise ValueError(f"inconsistency: flow {name} for pair ({p}, {q}) has shape "
-                                             f"{f.shape}, expected {(*shape, 2)}")
+                        if use_maps and v_pq is not None and v_qp is not None:
+                            n_qp = valid_cache.get_nearest_map(q, p)  # warps frame p's labels into q
+                            n_pq = valid_cache.get_nearest_map(p, q)
+                    f_pq = f_qp = None
+                    if (n_qp is None or n_pq is None or _needs_general_path(mps, void)
+                            or _needs_general_path(mqs, void)):  # else a warm run reads no flow at all
+                        f_pq = np.asarray(flows(p, q), dtype=np.float32)
+                        f_qp = np.asarray(flows(q, p), dtype=np.float32)
+                        for name, f in (("p→q", f_pq), ("q→p", f_qp)):
+                            if f.shape != (*shape, 2):
+                                raise ValueError(f"inconsistency: flow {name} for pair ({p}, {q}) has shape "
+                                                 f"{f.shape}, expected {(*shape, 2)}")
                     want_tc = any(tc_flags) and p == q - 1
-                    jobs.append((p, (p, q, mps, mqs, f_qp, f_pq, v_pq, want_tc),
-                                 (q, p, mqs, mps, f_pq, f_qp, v_qp, False)))
+                    jobs.append((p, (p, q, mps, mqs, f_qp, f_pq, v_pq, n_qp, want_tc),
+                                 (q, p, mqs, mps, f_pq, f_qp, v_qp, n_pq, False)))
                 if pool is None:
                     collect([(p, q, direction(*d1, workspace=ws), direction(*d2, workspace=ws))
                              for p, d1, d2 in jobs])
@@ -520,6 +536,12 @@ def inconsistency_many(mask_videos: Sequence[Sequence[Any] | Iterable[Any]], flo
             per_pair=per_pair[k], per_frame=per_frame, window=window, boundary_counts=own, height=h, width=w,
             skipped_pairs=skipped_pairs[k], skipped_directions=skipped_dirs[k], tc=tc_k))
     return results
+
+
+def _needs_general_path(maps: list[tuple[np.ndarray, bool]], void: int) -> bool:
+    """Whether a video's labels cannot hold ``void`` (their dtype's range): such directions take the general
+    :func:`steadyseg.warp.direction_inconsistency` path, which needs the two flows."""
+    return any(not 0 <= void <= np.iinfo(m.dtype).max for m, _ in maps)
 
 
 def _tc_from_histograms(hist: np.ndarray) -> float:

@@ -35,7 +35,7 @@ __all__ = [
     "backward_warp", "out_of_frame", "forward_backward_valid", "motion_boundary", "valid_mask",
     "backward_warp_torch", "out_of_frame_torch", "forward_backward_valid_torch", "motion_boundary_torch",
     "valid_mask_torch", "flow_magnitude_sq", "warp_and_valid", "direction_counts", "WarpWorkspace",
-    "valid_mask_u8", "direction_counts_valid",
+    "valid_mask_u8", "direction_counts_valid", "nearest_sampling_map",
 ]
 
 _MODES = ("nearest", "bilinear")
@@ -433,21 +433,50 @@ def valid_mask_u8(flow_q_to_p: np.ndarray, flow_p_to_q: np.ndarray, *, check_mot
     return out
 
 
-def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray], flow_q_to_p: np.ndarray,
+NEAREST_MAP_MAX_SIDE = 32767  # int16 coordinates: larger frames keep the float flow
+
+
+def nearest_sampling_map(flow_q_to_p: np.ndarray, *, workspace: WarpWorkspace | None = None) -> np.ndarray:
+    """The nearest-neighbour sampling map ``x + F[q→p](x)`` of a flow as OpenCV's ``(H, W, 2) int16`` map.
+
+    ``cv2.remap(src, map, None, cv2.INTER_NEAREST)`` with it gives exactly what the float map ``x + F(x)`` gives
+    (OpenCV rounds float coordinates to integers in the same way; coordinates beyond the int16 range saturate and
+    stay outside the frame; tested at half-pixel ties and far-out coordinates, and checked pixel for pixel on DAVIS
+    flows), from half the bytes of a flow and without the float addition, so it is what
+    :class:`steadyseg.datasets.flow.FlowCache` keeps for warm measures.
+
+    Args:
+        flow_q_to_p: (H, W, 2) float32 flow in pixels (dx, dy); H, W ≤ :data:`NEAREST_MAP_MAX_SIDE`.
+        workspace: optional :class:`WarpWorkspace` of the frame size (its pixel grid is reused).
+
+    Returns:
+        (H, W, 2) int16: (x, y) of the source pixel, rounded.
+    """
+    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
+    h, w = f.shape[:2]
+    if max(h, w) > NEAREST_MAP_MAX_SIDE:
+        raise ValueError(f"nearest_sampling_map: frames of {h}×{w} exceed the int16 map's {NEAREST_MAP_MAX_SIDE} px")
+    ws = _workspace(workspace, h, w)
+    nmap, _ = cv2.convertMaps(cv2.add(f, ws.grid), None, cv2.CV_16SC2, nninterpolation=True)
+    return nmap
+
+
+def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray], flow_q_to_p: np.ndarray | None,
                            valid: np.ndarray, *, void: int = VOID, workspace: WarpWorkspace | None = None,
-                           histograms: tuple[int, ...] = (), void_free: list[bool] | None = None
+                           histograms: tuple[int, ...] = (), void_free: list[bool] | None = None,
+                           sampling_map: np.ndarray | None = None
                            ) -> tuple[list[tuple[int, int]], dict[int, np.ndarray]]:
     """:func:`direction_counts` of one direction for several label videos at once, with ``M[p→q]`` given.
 
     ``valid`` is the (H, W) uint8 mask of :func:`valid_mask_u8` (nonzero = valid; e.g. 0/1 as read from a cache),
     so only the labels are warped (nearest, ``void`` outside the frame, with the sampling map ``x + F[q→p](x)``
-    computed once for all videos) and compared. The counts equal :func:`direction_counts` with the flows that gave
-    ``valid`` (tested).
+    computed once for all videos, or given as ``sampling_map``) and compared. The counts equal
+    :func:`direction_counts` with the flows that gave ``valid`` (tested).
 
     Args:
         srcs_p, labels_q: for each video, the (H, W) uint8 or uint16 label maps of frames p and q (one dtype per
             video).
-        flow_q_to_p: (H, W, 2) float32 flow in pixels (dx, dy).
+        flow_q_to_p: (H, W, 2) float32 flow in pixels (dx, dy); None when ``sampling_map`` is given.
         valid: (H, W) uint8, nonzero where ``M[p→q]`` holds.
         void: the ignored label.
         workspace: optional :class:`WarpWorkspace` of the frame size (one per thread).
@@ -455,14 +484,25 @@ def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray],
         void_free: for each video, True when neither of its two maps holds ``void`` (the caller's promise): its
             counted pixels are then exactly ``M`` (``W(O_p)`` is void only outside the frame, which ``M`` already
             excludes), and the void tests are skipped. Same counts.
+        sampling_map: instead of the flow, its :func:`nearest_sampling_map` ((H, W, 2) int16). Same counts.
 
     Returns:
         ``([(n_diff, n_valid) per video], {index: (3, L) int64})``: per label ``l < L`` (L = 256 for uint8, 65536
         for uint16 labels) the counted pixels with ``O_q = l``, with ``W(O_p) = l``, and with both; ``(0, 0)`` for a
         video without a counted pixel.
     """
-    f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
-    h, w = f.shape[:2]
+    if (flow_q_to_p is None) == (sampling_map is None):
+        raise ValueError("direction_counts_valid: give exactly one of flow_q_to_p and sampling_map")
+    if sampling_map is not None:
+        f = None
+        smap = np.ascontiguousarray(sampling_map)
+        if smap.ndim != 3 or smap.shape[2] != 2 or smap.dtype != np.int16:
+            raise ValueError(f"direction_counts_valid: sampling_map must be (H, W, 2) int16, got {smap.shape} "
+                             f"{smap.dtype}")
+        h, w = smap.shape[:2]
+    else:
+        f = np.ascontiguousarray(_check_flow_np(flow_q_to_p, "flow_q_to_p"))
+        h, w = f.shape[:2]
     valid = np.ascontiguousarray(valid)
     if valid.shape != (h, w) or valid.dtype != np.uint8:
         raise ValueError(f"direction_counts_valid: valid must be an (H, W) uint8 mask with H, W = {(h, w)}, got "
@@ -490,7 +530,7 @@ def direction_counts_valid(srcs_p: list[np.ndarray], labels_q: list[np.ndarray],
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
-        map2 = cv2.add(f[r0:r1], ws.grid[r0:r1], dst=bb["map2"][:n])
+        map2 = smap[r0:r1] if f is None else cv2.add(f[r0:r1], ws.grid[r0:r1], dst=bb["map2"][:n])
         vb = valid[r0:r1]
         for k, (src_p, lab_q) in enumerate(zip(srcs_p, labels_q)):
             wbuf = bb["warped8"] if src_p.dtype == np.uint8 else bb["warped16"]

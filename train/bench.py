@@ -9,13 +9,17 @@ writes the tables and plots. Method specs (:func:`parse_method`)::
     gauss:SIGMA                     temporal Gaussian of the teacher, σ in frames (steadyseg postprocess gauss)
     wgf2d                           weighted guided filter per frame (temporal_radius 0)
     wgf3d                           3D weighted guided filter (steadyseg postprocess wgf defaults)
+    wgf3d:KEY=VALUE[,KEY=VALUE]     the same with other parameters, e.g. wgf3d:strength=light or
+                                    wgf3d:eps=0.001 (names of steadyseg.refine.postprocess WGF_DEFAULTS)
     decoder:NAME=RUN/model.pt       a trained decoder or TI model applied to the teacher (steadyseg predict)
     decoder+wgf3d:NAME=RUN/model.pt that decoder's masks filtered by the 3D WGF
 
 Outputs under ``out``::
 
     <video>/<row>/          the row's masks (teacher row: none) and bench.json (fps, inputs, cached measures);
-                            a rerun reuses a row whose bench.json records the same inputs
+                            a rerun reuses a row whose bench.json records the same inputs (for the
+                            filter rows these include the filter's resolved parameters, so a changed
+                            default is recomputed, never reused)
     results.json            per video and row: recall, iou, j_mean, f_mean, e_smooth, e_raw, e_cons,
                             e_raw_change (relative change of E_raw vs the teacher), fps; and the mean over videos
     results.md              one markdown table per video and one of the means
@@ -66,6 +70,19 @@ class Row:
     sigma: float | None = None
     checkpoint: Path | None = None
     name: str | None = None  # decoder rows: NAME of the spec
+    params: tuple[tuple[str, Any], ...] = ()  # wgf rows: parameters given in the spec
+
+    def postprocess(self) -> tuple[str, dict[str, Any]] | None:
+        """``(method, resolved parameters)`` of :func:`~steadyseg.refine.postprocess.video_filter.postprocess_video`
+        for the filter rows (gauss, wgf2d, wgf3d, decoder+wgf3d), else None."""
+        from steadyseg.refine.postprocess.video_filter import resolve_params
+
+        if self.kind == "gauss":
+            return "gauss", resolve_params("gauss", {"sigma": self.sigma})
+        if self.kind in ("wgf2d", "wgf3d", "decoder+wgf3d"):
+            given = {**dict(self.params), **({"temporal_radius": 0} if self.kind == "wgf2d" else {})}
+            return "wgf", resolve_params("wgf", given)
+        return None
 
 
 def parse_method(spec: str, *, where: str | os.PathLike | None = None) -> Row:
@@ -74,6 +91,23 @@ def parse_method(spec: str, *, where: str | os.PathLike | None = None) -> Row:
     if s in ("teacher", "wgf2d", "wgf3d"):
         label = {"teacher": "Naive (teacher)", "wgf2d": "2D WGF", "wgf3d": "3D WGF"}[s]
         return Row(s, s, label, s)
+    m = re.fullmatch(r"(wgf2d|wgf3d):(.+)", s)
+    if m:
+        from steadyseg.cli import parse_key_values
+        from steadyseg.refine.postprocess.video_filter import resolve_params
+
+        kind, text = m.groups()
+        try:
+            params = parse_key_values(text.split(","), flag=f"method {kind}")
+            resolve_params("wgf", params)  # unknown names / strengths fail here, naming them
+        except ValueError as exc:
+            raise InputError(where, f"method {s!r}: {exc}") from None
+        if kind == "wgf2d" and "temporal_radius" in params:
+            raise InputError(where, f"method {s!r}: wgf2d has temporal_radius 0; use wgf3d")
+        text = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        label = f"{'2D' if kind == 'wgf2d' else '3D'} WGF ({text.replace(',', ', ')})"
+        slug = f"{kind}-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+        return Row(s, kind, label, slug, params=tuple(params.items()))
     m = re.fullmatch(r"gauss:([0-9]*\.?[0-9]+)", s)
     if m:
         sigma = float(m.group(1))
@@ -86,7 +120,8 @@ def parse_method(spec: str, *, where: str | os.PathLike | None = None) -> Row:
         label = name if kind == "decoder" else f"{name} + 3D WGF"
         return Row(s, kind, label, f"{kind.replace('+', '-')}-{name}", checkpoint=Path(ckpt), name=name)
     raise InputError(where, f"unknown method {s!r}; expected teacher, gauss:SIGMA, wgf2d, wgf3d, "
-                            "decoder:NAME=RUN/model.pt or decoder+wgf3d:NAME=RUN/model.pt")
+                            "wgf3d:KEY=VALUE[,KEY=VALUE], decoder:NAME=RUN/model.pt or "
+                            "decoder+wgf3d:NAME=RUN/model.pt")
 
 
 def load_bench_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -247,12 +282,10 @@ def _produce(row: Row, video: dict[str, Any], row_dir: Path, inputs: dict[str, A
     if row.kind == "teacher":
         masks, fps = video["teacher"], None
     elif row.kind in ("gauss", "wgf2d", "wgf3d"):
-        params = ({"sigma": row.sigma} if row.kind == "gauss" else {"temporal_radius": 0} if row.kind == "wgf2d"
-                  else {})
+        method, params = row.postprocess()
         t0 = time.perf_counter()
-        postprocess_video(video["teacher"], row_dir, method="gauss" if row.kind == "gauss" else "wgf",
-                          frames_path=video["frames"], binary=cfg["binary"], max_frames=cfg["max_frames"],
-                          progress=progress, **params)
+        postprocess_video(video["teacher"], row_dir, method=method, frames_path=video["frames"], binary=cfg["binary"],
+                          max_frames=cfg["max_frames"], progress=progress, **params)
         masks, fps = row_dir, inputs["frames"] / (time.perf_counter() - t0)
     elif row.kind == "decoder":
         from steadyseg.train.predict import predict_video
@@ -268,8 +301,9 @@ def _produce(row: Row, video: dict[str, Any], row_dir: Path, inputs: dict[str, A
             raise InputError(row.checkpoint, f"method {row.spec!r} needs its decoder row 'decoder:{row.name}=...' "
                                              "before it")
         t0 = time.perf_counter()
-        postprocess_video(base["masks"], row_dir, method="wgf", frames_path=video["frames"], binary=cfg["binary"],
-                          max_frames=cfg["max_frames"], progress=progress)
+        method, params = row.postprocess()
+        postprocess_video(base["masks"], row_dir, method=method, frames_path=video["frames"], binary=cfg["binary"],
+                          max_frames=cfg["max_frames"], progress=progress, **params)
         wall = time.perf_counter() - t0
         fps = 1.0 / (1.0 / base["fps"] + wall / inputs["frames"]) if base["fps"] else None
         masks = row_dir
@@ -386,6 +420,8 @@ def run_bench(videos: Sequence[dict[str, Any]], out: str | os.PathLike, **kwargs
                       "checkpoint_mtime": None if r.checkpoint is None else r.checkpoint.stat().st_mtime}
             if r.kind == "decoder+wgf3d" and r.name in done:
                 inputs["base"] = str(done[r.name]["masks"])
+            if r.postprocess() is not None:  # a changed filter default must not reuse the old masks
+                inputs["postprocess"] = dict(zip(("method", "params"), r.postprocess()))
             masks, fps = _produce(r, v, row_dir, inputs, cfg, done)
             if r.kind == "decoder":
                 done[r.name] = {"masks": masks, "fps": fps}

@@ -18,10 +18,14 @@ import argparse
 
 
 def _add_measure_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags ``bench`` and ``bench tradeoff`` share: which frames, binary masks, flow cache, workers, quiet."""
+    """The flags ``bench`` and ``bench tradeoff`` share: which frames, binary masks, flow preset and cache, workers,
+    quiet."""
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
     parser.add_argument("--binary", action="store_true", default=None,
                         help="every object id is foreground (DAVIS-2016 style)")
+    parser.add_argument("--preset", default=None, choices=("ultrafast", "fast", "medium"),
+                        help="DIS preset of the measure's flow (default medium; fast passes the same validity checks, "
+                             "see docs/measure.md)")
     parser.add_argument("--cache", default=None, metavar="DIR", help="flow cache (default OUT/flow-cache)")
     parser.add_argument("--workers", type=int, default=None, help="flow processes and measure threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,7 +64,7 @@ def main_tradeoff(args: argparse.Namespace) -> int:
     if len(args.frames) != len(args.gt):
         raise InputError(None, f"give one --gt per --frames (got {len(args.frames)} --frames, {len(args.gt)} --gt)")
     res = run_tradeoff(args.checkpoints, [{"frames": f, "gt": g} for f, g in zip(args.frames, args.gt)], args.out,
-                       progress=not args.quiet, **set_flags(args, ["max_frames", "binary", "cache", "workers"]))
+                       progress=not args.quiet, **set_flags(args, ["max_frames", "binary", "preset", "cache", "workers"]))
     for run in res["runs"]:
         for p in run["points"]:
             m = res["mean"][run["slug"]][p["name"]]
@@ -90,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or out
     if out is None:
         raise InputError(args.manifest, "no output folder: give --out DIR (or out: in the manifest)")
-    options.update(set_flags(args, ["methods", "max_frames", "binary", "cache", "workers"]))
+    options.update(set_flags(args, ["methods", "max_frames", "binary", "preset", "cache", "workers"]))
     res = run_bench(videos, out, progress=not args.quiet, **options)
     mean = res["mean"]
     for row in res["rows"]:

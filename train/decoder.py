@@ -22,7 +22,9 @@ Flow-guided variant (``flow_guided=True``, beyond the paper, which uses flow onl
 of frame t also reads a *guide* (:func:`neighbour_guide`): the teacher probabilities of its ``2K`` neighbours
 ``t−K … t+K`` (``K = (N − 1) // 2``) warped into frame t by optical flow, each with its validity mask ``M[n→t]``
 (0 where the neighbour is outside the video) — ``2K·(C + 1)`` extra channels per frame. The guide of a frame
-does not depend on the window, so a sliding-window predictor still encodes each frame once.
+does not depend on the window, so a sliding-window predictor still encodes each frame once. A causal model reads
+the ``2K`` *previous* frames ``t−2K … t−1`` instead (:func:`guide_offsets` with ``causal``): the same channels,
+and no future frame.
 
 ``MODEL_KINDS["decoder"]`` (:mod:`steadyseg.train.checkpoint`) rebuilds the model from the config written into
 ``RUN/model.pt`` (:func:`build_decoder_from_config`).
@@ -81,13 +83,18 @@ def soften_onehot(onehot, *, confidence: float = 0.9):
     return out * ~void + void * (1.0 / c)
 
 
-def guide_offsets(inputs: int) -> list[int]:
-    """Neighbour offsets of the flow-guided variant: ``−K … −1, 1 … K`` with ``K = (inputs − 1) // 2``."""
+def guide_offsets(inputs: int, *, causal: bool = False) -> list[int]:
+    """Neighbour offsets of the flow-guided variant: ``−K … −1, 1 … K`` with ``K = (inputs − 1) // 2``; for a
+    causal model the ``2K`` previous frames ``−2K … −1`` (the same count, so the same model, and no future frame;
+    ``2K ≤ inputs − 1``, within the training pairs)."""
     k = (int(inputs) - 1) // 2
+    if causal:
+        return list(range(-2 * k, 0))
     return [d for d in range(-k, k + 1) if d != 0]
 
 
-def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, num_classes: int) -> Tensor:
+def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, num_classes: int,
+                    size: tuple[int, int] | None = None) -> Tensor:
     """The guide of one frame t: its neighbours' probabilities warped into t, with their validity masks.
 
     Args:
@@ -95,6 +102,8 @@ def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, n
             (2, h, w) in pixels, valid M[n→t] (h, w) bool on t's pixels)``, or ``None`` for a neighbour outside the
             video.
         num_classes: C.
+        size: ``(h, w)``, needed only when every neighbour is missing (the first frame of a causal model, whose
+            guide is then all zeros: nothing warped, nothing valid).
 
     Returns:
         ``(2K·(C + 1), h, w)`` float: for each neighbour ``valid · W(probs_n)`` (C channels, bilinear backward warp
@@ -104,8 +113,12 @@ def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, n
 
     ref = next((n for n in neighbours if n is not None), None)
     if ref is None:
-        raise ValueError("neighbour_guide: every neighbour is missing; a frame needs at least one")
+        if size is None:
+            raise ValueError("neighbour_guide: every neighbour is missing: give size=(h, w) for an all-zero guide")
+        return torch.zeros((len(neighbours) * (num_classes + 1), int(size[0]), int(size[1])))
     h, w = ref[0].shape[-2:]
+    if size is not None and (h, w) != tuple(size):
+        raise ValueError(f"neighbour_guide: neighbours of size {(h, w)}, expected {tuple(size)}")
     parts = []
     for n in neighbours:
         if n is None:

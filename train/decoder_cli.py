@@ -1,7 +1,7 @@
 """``steadyseg train decoder``: the multi-input decoder trained with the consistency loss on unlabeled video.
 
     steadyseg train decoder --frames DIR --teacher DIR [--frames DIR --teacher DIR ...] --out RUN
-        [--inputs 7] [--causal | --flow-guided] [--encoder small|deeplabv3 --encoder-checkpoint PATH] [--size H W] [--lambda-data F] [--minutes M | --steps S]
+        [--inputs 7] [--causal] [--flow-guided] [--encoder small|deeplabv3 --encoder-checkpoint PATH] [--size H W] [--lambda-data F] [--minutes M | --steps S]
         [--seed S] [--resume]
 
 ``--frames``/``--teacher`` pairs are matched in order. Flags default to None;

@@ -300,15 +300,16 @@ def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
     return np.cumsum([len(v) - inputs + 1 for v in videos])
 
 
-def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
+def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = False) -> torch.Tensor:
     """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size),
-    ``(G, h, w)`` float32; kept in ``video.guides`` (float16) after the first call."""
+    ``(G, h, w)`` float32, from the neighbours of :func:`~steadyseg.train.decoder.guide_offsets` (``causal``: the
+    previous frames only); kept in ``video.guides`` (float16) after the first call (one run uses one kind)."""
     from steadyseg.train.decoder import guide_offsets, neighbour_guide
 
     if t in video.guides:
         return torch.from_numpy(video.guides[t].astype(np.float32))
     neighbours = []
-    for d in guide_offsets(inputs):
+    for d in guide_offsets(inputs, causal=causal):
         n = t + d
         if not 0 <= n < len(video):
             neighbours.append(None)
@@ -316,21 +317,21 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int) -> torch.Tensor:
         flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
         neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)),
                            torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)))
-    guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]))
+    guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]), size=video.probs.shape[2:])
     video.guides[t] = guide.numpy().astype(np.float16)
     return torch.from_numpy(video.guides[t].astype(np.float32))  # the cached value, so every call agrees
 
 
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
                   crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
-                  pair_window: int | None = None) -> Window:
+                  pair_window: int | None = None, causal: bool = False) -> Window:
     """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
 
     ``flows``/``valid`` hold the ordered pairs with ``|p − q| ≤ pair_window`` (``None``: every pair of the window;
     the videos must have been loaded with at least that ``pair_window``).
 
     With ``flow_guided`` the window also carries each frame's guide (computed on the whole training-size frame,
-    then cropped and flipped with the frame).
+    then cropped and flipped with the frame; ``causal``: built from previous frames only).
     """
     from steadyseg.warp import out_of_frame_torch
 
@@ -360,7 +361,7 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
         labels = torch.from_numpy(video.labels[start:start + inputs, sl[0], sl[1]].astype(np.int64))
     guide = None
     if flow_guided:
-        guide = torch.stack([video_guide(video, t, inputs=inputs)[:, sl[0], sl[1]] for t in idx])
+        guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal)[:, sl[0], sl[1]] for t in idx])
     flows, valid = {}, {}
     reach = inputs - 1 if pair_window is None else int(pair_window)
     for p, fp in enumerate(idx):

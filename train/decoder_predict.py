@@ -20,7 +20,8 @@ predict --checkpoint RUN/model.pt --frames DIR --teacher DIR --out DIR``).
   of a causal model runs the same stream.
 - Flow-guided models (``config["flow_guided"]``): each frame's guide (its neighbours' teacher probabilities warped
   into it, :func:`~steadyseg.train.decoder.neighbour_guide`) is built with the training flow backend/preset,
-  computed at full size and resized like the training flows.
+  computed at full size and resized like the training flows. Causal flow-guided models build it from the previous
+  frames only, so they stream too (``DecoderStream.step(frame, probs, guide)``).
 
 Masks are written in the teacher's format (``reading``/``palette`` attributes: DAVIS-2016 {0, 255}, palette PNGs
 with the teacher's palette, label PNGs; palette PNGs for a soft teacher).
@@ -93,7 +94,9 @@ class DecoderStream:
         device, amp: torch device; autocast on CUDA.
         backbone: the :class:`~steadyseg.train.decoder_backbone.FrozenBackbone` of a ``"deeplabv3"`` decoder.
 
-    ``step(frame (H, W, 3) uint8 RGB, teacher_probs (C, H, W) float32)`` → ``(C, H, W) float32`` probabilities.
+    ``step(frame (H, W, 3) uint8 RGB, teacher_probs (C, H, W) float32, guide=None)`` → ``(C, H, W) float32``
+    probabilities; ``guide`` ``(G, h, w)`` at the model size is required for a flow-guided model (built from the
+    previous frames, :func:`~steadyseg.train.decoder.guide_offsets` with ``causal=True``).
     """
 
     def __init__(self, model: nn.Module, *, size: tuple[int, int] | None = None,
@@ -105,8 +108,8 @@ class DecoderStream:
     def reset(self) -> None:
         self._feats: list[torch.Tensor] = []
 
-    def step(self, frame: np.ndarray, teacher_probs: np.ndarray) -> np.ndarray:
-        self._feats.append(self._run.encode(frame, teacher_probs))
+    def step(self, frame: np.ndarray, teacher_probs: np.ndarray, guide: torch.Tensor | None = None) -> np.ndarray:
+        self._feats.append(self._run.encode(frame, teacher_probs, guide))
         self._feats = self._feats[-self.inputs:]
         window = [self._feats[0]] * (self.inputs - len(self._feats)) + self._feats
         return self._run.finish(self._run.decode(window)[-1], teacher_probs)
@@ -180,8 +183,8 @@ class DecoderPredictor:
                  else None if self.flow_cache is False else self.flow_cache)
         provider = FlowProvider(frames, backend=self.config.get("flow", "dis"),
                                 preset=self.config.get("preset", "medium"), cache_dir=cache, memory_items=0)
-        offsets = guide_offsets(self.inputs)
-        k = max(offsets)
+        offsets = guide_offsets(self.inputs, causal=self.causal)
+        k = max(abs(d) for d in offsets)  # flows and probabilities older than t − k are no longer needed
         flows: dict[tuple[int, int], torch.Tensor] = {}
         probs: dict[int, torch.Tensor] = {}
 
@@ -207,7 +210,7 @@ class DecoderPredictor:
                 f_tn, f_nt = flow(t, n), flow(n, t)
                 valid = valid_mask_torch(f_tn[None], f_nt[None])[0, 0]  # M[n→t] on t's pixels
                 neighbours.append((probs[n], f_tn, valid))
-            return neighbour_guide(neighbours, num_classes=self.num_classes)
+            return neighbour_guide(neighbours, num_classes=self.num_classes, size=size)
 
         return guide
 
@@ -220,8 +223,9 @@ class DecoderPredictor:
             if self.causal:
                 stream = DecoderStream(self.model, size=self.size, device=self.device, amp=self.amp,
                                        backbone=self.backbone)
-                for i in range(len(frames)):
-                    yield i, stream.step(frames[i], self._teacher(i))
+                guide = self._guides(frames, self.size or tuple(frames.size)) if self.flow_guided else None
+                for i in range(len(frames)):  # guide(i) reads frames i − 2K … i only
+                    yield i, stream.step(frames[i], self._teacher(i), None if guide is None else guide(i))
                 return
             yield from self._offline(frames)
 

@@ -185,8 +185,6 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         cfg["encoder_checkpoint"] = str(cfg["encoder_checkpoint"])
     elif cfg["encoder_checkpoint"] is not None:
         raise ValueError("encoder_checkpoint applies to encoder 'deeplabv3' only")
-    if cfg["causal"] and cfg["flow_guided"]:
-        raise ValueError("causal and flow_guided cannot be combined yet (the guide reads future neighbours)")
     for key in ("size", "crop"):
         if cfg[key] is not None:
             if len(cfg[key]) != 2 or min(int(v) for v in cfg[key]) < 8:
@@ -328,7 +326,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 break
             windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
                                      index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
-                                     flow_guided=bool(cfg["flow_guided"]))
+                                     flow_guided=bool(cfg["flow_guided"]), causal=bool(cfg["causal"]))
                        for k in range(local)]
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,64 @@ MISSING_CHECKPOINT_HELP = (
 
 class CascadePSPCheckpointError(ValueError):
     """A checkpoint file that cannot be loaded into :class:`CascadePSPNet`; the message names file and keys."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inference without gradients: the same ATen kernels on the same values, fewer fresh buffers.
+#
+# A CPU forward at L = 900 allocates tens of GB of short-lived activations; every buffer above glibc's mmap
+# threshold is a fresh mapping whose pages fault in (kernel time ~10 % of the forward). In eval mode without
+# autograd the forwards below write BatchNorm outputs over their inputs (``aten::native_batch_norm.out`` with
+# ``out=input``: the same elementwise kernel, so the values are bit-identical to ``bn(x)``), build the
+# concatenations of the pyramid pooling and of the upsampling blocks in place (bilinear upsampling written into a
+# slice of the concatenated buffer with ``upsample_bilinear2d.out``) and add residuals in place. Training and
+# anything under autograd take the plain module forwards.
+
+
+def _inplace_ok(module: nn.Module, x: torch.Tensor) -> bool:
+    """True when ``module`` may use the in-place inference path: eval mode, autograd off, a CPU float32 input and
+    no autocast (CUDA's caching allocator makes fresh buffers cheap, and autocast's dtype rules for ``cat`` are
+    kept by the plain path)."""
+    return (not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+
+
+def _bn_(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode ``bn(x)`` written over ``x`` (contiguous float ``(B, C, h, w)``); bit-identical to ``bn(x)``."""
+    if not x.is_contiguous():
+        return bn(x)
+    stats = x.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, False, 0.0,
+                                         bn.eps, out=x, save_mean=stats, save_invstd=stats.clone())
+    return x
+
+
+def _upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) resize of ``x`` ``(B, C, h, w)`` to ``out``'s size, written into
+    ``out`` ``(B, C, H, W)``; the same kernel and coordinates as ``F.interpolate(x, size=(H, W))``."""
+    torch._C._nn.upsample_bilinear2d(x, list(out.shape[-2:]), False, None, None, out=out)
+    return out
+
+
+def _bottleneck_inference(block: Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``Bottleneck.forward`` with in-place BatchNorm and residual add (same values)."""
+    out = _bn_(block.bn1, block.conv1(x)).relu_()
+    out = _bn_(block.bn2, block.conv2(out)).relu_()
+    out = _bn_(block.bn3, block.conv3(out))
+    if block.downsample is not None:
+        conv, bn = block.downsample
+        x = _bn_(bn, conv(x))
+    out += x
+    return out.relu_()
+
+
+def _preact_double_conv_inference(seq: nn.Sequential, x: torch.Tensor, *, overwrite: bool) -> torch.Tensor:
+    """``seq(x)`` for :func:`_preact_double_conv` (BN, ReLU, conv, BN, ReLU, conv); the first BatchNorm
+    overwrites ``x`` when ``overwrite`` (else it allocates, and ``x`` is left as it was)."""
+    bn_a, _, conv_a, bn_b, _, conv_b = seq
+    x = _bn_(bn_a, x) if overwrite else bn_a(x)
+    x = conv_a(x.relu_())
+    return conv_b(_bn_(bn_b, x).relu_())
 
 
 class ResNet50Features(nn.Module):
@@ -107,10 +165,15 @@ class ResNet50Features(nn.Module):
             raise ValueError(f"expected Bx{self.conv1.in_channels}xHxW, got {tuple(x.shape)}")
         f_1 = self.conv1(x)
         x = self.maxpool(self.relu(self.bn1(f_1)))
-        f_2 = self.layer1(x)
-        x = self.layer2(f_2)
-        x = self.layer3(x)
-        x = self.layer4(x)
+        if not _inplace_ok(self, x):
+            f_2 = self.layer1(x)
+            return self.layer4(self.layer3(self.layer2(f_2))), f_1, f_2
+        for block in self.layer1:
+            x = _bottleneck_inference(block, x)
+        f_2 = x
+        for layer in (self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = _bottleneck_inference(block, x)
         return x, f_1, f_2
 
 
@@ -133,9 +196,16 @@ class PSPModule(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         h, w = feats.shape[-2:]
-        priors = [F.interpolate(stage(feats), size=(h, w), mode="bilinear", align_corners=False)
-                  for stage in self.stages]
-        return self.relu(self.bottleneck(torch.cat(priors + [feats], dim=1)))
+        if not _inplace_ok(self, feats):
+            priors = [F.interpolate(stage(feats), size=(h, w), mode="bilinear", align_corners=False)
+                      for stage in self.stages]
+            return self.relu(self.bottleneck(torch.cat(priors + [feats], dim=1)))
+        b, c = feats.shape[:2]
+        cat = feats.new_empty(b, c * (len(self.stages) + 1), h, w)
+        for i, stage in enumerate(self.stages):
+            _upsample_into(stage(feats), cat[:, i * c:(i + 1) * c])
+        cat[:, len(self.stages) * c:].copy_(feats)
+        return self.bottleneck(cat).relu_()
 
 
 def _preact_double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -159,9 +229,25 @@ class PSPUpsample(nn.Module):
         self.shortcut = nn.Conv2d(x_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if _inplace_ok(self, x) and skip.dtype == x.dtype:
+            return self._forward_inference(x, skip)
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         p = self.conv(torch.cat([x, skip], dim=1)) + self.shortcut(x)
         return p + self.conv2(p)
+
+    def _forward_inference(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The same values as the plain forward; the upsampled ``x`` is written straight into the concatenation,
+        which the first BatchNorm then overwrites (the shortcut reads ``x`` first), sums are in place."""
+        b, cx = x.shape[:2]
+        cat = x.new_empty(b, cx + skip.shape[1], *skip.shape[-2:])
+        x = _upsample_into(x, cat[:, :cx])
+        cat[:, cx:].copy_(skip)
+        shortcut = self.shortcut(x)
+        p = _preact_double_conv_inference(self.conv, cat, overwrite=True)
+        del cat, x
+        p += shortcut
+        del shortcut
+        return _preact_double_conv_inference(self.conv2, p, overwrite=False).add_(p)
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -184,6 +270,11 @@ class CascadePSPNet(nn.Module):
     for the keys that ran, among ``28`` (pass 1, s8), ``28_2``, ``56`` (pass 2, s8 and s4), ``224``, ``28_3``,
     ``56_2`` (pass 3, s1, s8, s4). Gradients flow (no ``no_grad`` here: use ``torch.inference_mode()`` at the call
     site).
+
+    ``outputs``: optional collection of the keys wanted (e.g. ``{"pred_224", "pred_56_2"}``); only those are
+    returned, and the pass-3 heads (``final_28``, ``final_56``) whose outputs nobody asked for are not run, nor
+    are unused upsamplings and sigmoids. Every returned tensor is bit-identical to the same key of the full
+    forward (the skipped work does not feed the kept outputs). ``None`` (default): everything that ran.
     """
 
     def __init__(self) -> None:
@@ -214,8 +305,10 @@ class CascadePSPNet(nn.Module):
             raise ValueError("inter_s4 given without inter_s8")
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor, inter_s8: torch.Tensor | None = None,
-                inter_s4: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                inter_s4: torch.Tensor | None = None, *, outputs: Collection[str] | None = None
+                ) -> dict[str, torch.Tensor]:
         self._check(x, seg, inter_s8, inter_s4)
+        wanted = _wanted_outputs(outputs)
         size = tuple(x.shape[-2:])
         out: dict[str, torch.Tensor] = {}
 
@@ -229,24 +322,44 @@ class CascadePSPNet(nn.Module):
         if inter_s4 is None:
             f, _, f_2 = self.feats(torch.cat([x, seg, inter_s8, inter_s8], dim=1))
             p = self.psp(f)
+            del f
             out["out_28_2"] = _upsample(self.final_28(p), size)
             out["out_56"] = _upsample(self.final_56(self.up_1(p, f_2)), size)
+            del p, f_2
             inter_s8 = torch.tanh(out["out_28_2"])
             inter_s4 = torch.tanh(out["out_56"])
 
-        # Pass 3: full-resolution output.
+        # Pass 3: full-resolution output (the s8 / s4 heads only when asked for).
         f, f_1, f_2 = self.feats(torch.cat([x, seg, inter_s8, inter_s4], dim=1))
+        del inter_s8, inter_s4
         p = self.psp(f)
-        out["out_28_3"] = _upsample(self.final_28(p), size)
+        del f
+        if wanted is None or wanted & {"out_28_3", "pred_28_3"}:
+            out["out_28_3"] = _upsample(self.final_28(p), size)
         p = self.up_1(p, f_2)
-        out["out_56_2"] = _upsample(self.final_56(p), size)
+        del f_2
+        if wanted is None or wanted & {"out_56_2", "pred_56_2"}:
+            out["out_56_2"] = _upsample(self.final_56(p), size)
         p = self.up_3(self.up_2(p, f_1), x)
+        del f_1
         p = F.relu(self.final_11(torch.cat([p, x], dim=1)))
         out["out_224"] = self.final_21(p)
 
         for key in [k for k in out if k.startswith("out_")]:
-            out["pred_" + key[4:]] = torch.sigmoid(out[key])
-        return out
+            if wanted is None or "pred_" + key[4:] in wanted:
+                out["pred_" + key[4:]] = torch.sigmoid(out[key])
+        return out if wanted is None else {k: v for k, v in out.items() if k in wanted}
+
+
+def _wanted_outputs(outputs: Collection[str] | None) -> frozenset[str] | None:
+    """``outputs`` as a set, checked against the keys :meth:`CascadePSPNet.forward` can return."""
+    if outputs is None:
+        return None
+    wanted = frozenset(outputs)
+    known = {p + k[4:] for k in OUTPUT_KEYS for p in ("out_", "pred_")}
+    if not wanted or wanted - known:
+        raise ValueError(f"outputs must be a non-empty subset of {sorted(known)}, got {sorted(wanted)}")
+    return wanted
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_PADDING = 16
 SKIP_HIGH = 0.9
 SKIP_LOW = 0.1
+#: Network outputs the global step keeps (``pred_224``: the result / local input mask; ``pred_56_2``: the local
+#: step's stride-8 stand-in). The local step keeps ``pred_224`` only.
+GLOBAL_OUTPUTS = ("pred_224", "pred_56_2")
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,11 @@ class CascadePSPRefiner:
             ``steadyseg refine-train``). ``None`` or a missing file raises an error saying where to get it.
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         half: run the network under float16 autocast (CUDA only; ignored with a ValueError on CPU).
-        patch_batch_size: how many local-step patches go through the network at once (>= 1). Memory grows
-            linearly with it; patches of only one image are ever held.
+        patch_batch_size: how many local-step patches go through the network at once (>= 1, default 1 as the
+            official code). Memory grows linearly with it; patches of only one image are ever held. Batching
+            saved no measurable time on a 2-core CPU and can change the last bits: torch picks a different convolution
+            kernel for some small maps when the batch is > 1 (e.g. the 1x1 pyramid-pooling convs with 2+ threads),
+            so only the default is bit-identical to the official code at every thread count.
         model: an already built :class:`CascadePSPNet` to use instead of ``checkpoint`` (tests, training loops).
         skip_low, skip_high: a local patch is refined only when the foreground fraction of the binarised global
             result inside it lies in ``[skip_low, skip_high]`` (official 0.1 and 0.9).
@@ -160,7 +166,7 @@ class CascadePSPRefiner:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                 half: bool = False, patch_batch_size: int = 2, model: CascadePSPNet | None = None,
+                 half: bool = False, patch_batch_size: int = 1, model: CascadePSPNet | None = None,
                  skip_low: float = SKIP_LOW, skip_high: float = SKIP_HIGH) -> None:
         self.device = torch.device(device)
         if half and self.device.type != "cuda":
@@ -189,18 +195,19 @@ class CascadePSPRefiner:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def _forward(self, im: torch.Tensor, seg: torch.Tensor, inter_s8: torch.Tensor | None = None
-                 ) -> dict[str, torch.Tensor]:
+    def _forward(self, im: torch.Tensor, seg: torch.Tensor, inter_s8: torch.Tensor | None = None, *,
+                 outputs: tuple[str, ...] = GLOBAL_OUTPUTS) -> dict[str, torch.Tensor]:
         """Pad (see :func:`_pad_like_official`), run the network, crop back to ``(h, w)``.
 
-        Returns float32 ``(B, 1, h, w)`` ``pred_224`` and ``pred_56_2`` (sigmoids in [0, 1])."""
+        Returns the float32 ``(B, 1, h, w)`` sigmoids in [0, 1] named in ``outputs`` (``pred_224``,
+        ``pred_56_2``); the network skips the heads of the others (same values, less work)."""
         h, w = im.shape[-2:]
         im_p = _pad_like_official(im, value=0.0)
         seg_p = _pad_like_official(seg, value=-1.0)
         s8_p = None if inter_s8 is None else _pad_like_official(inter_s8, value=-1.0)
         with self._autocast():
-            out = self.model(im_p, seg_p, inter_s8=s8_p)
-        return {k: out[k][..., :h, :w].float() for k in ("pred_224", "pred_56_2")}
+            out = self.model(im_p, seg_p, inter_s8=s8_p, outputs=outputs)
+        return {k: out[k][..., :h, :w].float() for k in outputs}
 
     def _to_tensors(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         im = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
@@ -208,7 +215,10 @@ class CascadePSPRefiner:
         seg = torch.from_numpy(binarize_mask(mask).astype(np.float32)).to(self.device)[None, None] * 2.0 - 1.0
         return im, seg
 
-    def _global(self, im: torch.Tensor, seg: torch.Tensor, L: int) -> dict[str, torch.Tensor]:
+    def _global(self, im: torch.Tensor, seg: torch.Tensor, L: int, *, outputs: tuple[str, ...] = GLOBAL_OUTPUTS
+                ) -> dict[str, torch.Tensor]:
+        """The global step's network outputs ``(1, 1, h', w')`` at the resized size (see the module docstring):
+        ``pred_224`` and, when in ``outputs``, ``pred_56_2`` (needed by the local step only)."""
         h, w = im.shape[-2:]
         if max(h, w) > L:
             im_s, seg_s = _resize_max_side(im, L, "area"), _resize_max_side(seg, L, "area")
@@ -216,7 +226,7 @@ class CascadePSPRefiner:
             im_s, seg_s = _resize_max_side(im, L, "bicubic"), _resize_max_side(seg, L, "bilinear")
         else:
             im_s, seg_s = im, seg
-        return self._forward(im_s, seg_s)
+        return self._forward(im_s, seg_s, outputs=outputs)
 
     @staticmethod
     def _batches(items: list[Patch], n: int) -> Iterator[list[Patch]]:
@@ -235,7 +245,7 @@ class CascadePSPRefiner:
         self._check_call(image, mask, L, local=not fast)
         with torch.inference_mode():
             im, seg = self._to_tensors(image, mask)
-            glob = self._global(im, seg, L)
+            glob = self._global(im, seg, L, outputs=("pred_224",) if fast else GLOBAL_OUTPUTS)
             if fast:
                 self.last_stats = {"patches_planned": 0, "patches_refined": 0}
                 return self._to_numpy(self._global_to_input_size(glob, im.shape[-2:], L))
@@ -302,7 +312,7 @@ class CascadePSPRefiner:
             ims = torch.cat([im[..., p.y0:p.y1, p.x0:p.x1] for p in batch])
             segs = torch.cat([r224[..., p.y0:p.y1, p.x0:p.x1] for p in batch])
             s8 = torch.cat([r56[..., p.y0:p.y1, p.x0:p.x1] for p in batch])
-            pred = self._forward(ims, segs, inter_s8=s8)["pred_224"]
+            pred = self._forward(ims, segs, inter_s8=s8, outputs=("pred_224",))["pred_224"]
             for i, p in enumerate(batch):
                 # Trim 16 px from edges that are not on the image border.
                 ty0 = pad if p.y0 != 0 else 0

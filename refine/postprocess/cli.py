@@ -2,13 +2,16 @@
 
 ::
 
-    steadyseg postprocess wgf   --frames DIR (--masks DIR | --probs DIR) --out DIR [--radius 8] [--temporal-radius 2]
-                                [--eps 1e-3] [--guide color|gray] [--no-weights] [--low 0.3] [--high 0.5] [--binary]
+    steadyseg postprocess wgf   --frames DIR (--masks DIR | --probs DIR) --out DIR [--strength light|medium|strong]
+                                [--radius R] [--temporal-radius RT] [--eps EPS] [--guide color|gray] [--no-weights]
+                                [--low 0.3] [--high 0.5] [--binary]
     steadyseg postprocess gauss [--frames DIR] (--masks DIR | --probs DIR) --out DIR [--sigma 1.0] [--binary]
 
 Parsing only: flags default to None, the flags given are forwarded with :func:`steadyseg.cli.set_flags` to
 :func:`steadyseg.refine.postprocess.video_filter.postprocess_video`, which keeps the defaults
-(:data:`~steadyseg.refine.postprocess.video_filter.WGF_DEFAULTS`, ``GAUSS_DEFAULTS``) and documents the formats.
+(:data:`~steadyseg.refine.postprocess.video_filter.WGF_DEFAULTS`, ``WGF_PRESETS``, ``GAUSS_DEFAULTS``) and documents
+the formats. ``--strength`` picks a measured point of the WGF's inconsistency / accuracy front (a preset of guide,
+radius, temporal radius and eps); the explicit flags override the preset's values.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from steadyseg.cli import set_flags
-from steadyseg.refine.postprocess.video_filter import GAUSS_DEFAULTS, WGF_DEFAULTS, postprocess_video
+from steadyseg.refine.postprocess.video_filter import GAUSS_DEFAULTS, WGF_DEFAULTS, WGF_PRESETS, postprocess_video
 
 __all__ = ["add_arguments", "main"]
 
@@ -43,14 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wgf = sub.add_parser("wgf", help="3D (x, y, t) weighted guided filter, guided by the frames",
                          description="3D weighted guided filter (paper 5.4) on each class's probability.")
     _common(wgf, frames_required=True)
+    presets = "; ".join(f"{name}: {p['guide']} r {p['radius']}, rt {p['temporal_radius']}, eps {p['eps']:g}"
+                        for name, p in WGF_PRESETS.items())
+    wgf.add_argument("--strength", choices=list(WGF_PRESETS), default=None,
+                     help=f"a measured point of the steadiness / accuracy front, stronger = steadier ({presets}; "
+                          f"default {d['strength']}); the flags below override it")
     wgf.add_argument("--radius", type=int, default=None,
-                     help=f"spatial radius r, window 2r+1 (default {d['radius']})")
+                     help=f"spatial radius r, window 2r+1 (default: the strength's, {d['radius']})")
     wgf.add_argument("--temporal-radius", type=int, default=None,
                      help=f"temporal radius rt in frames, window 2rt+1; 0 = 2D filter "
-                          f"(default {d['temporal_radius']})")
+                          f"(default: the strength's, {d['temporal_radius']})")
     wgf.add_argument("--eps", type=float, default=None,
-                     help=f"regularisation on the guide variance (default {d['eps']})")
-    wgf.add_argument("--guide", choices=["color", "gray"], default=None, help=f"guide image (default {d['guide']})")
+                     help=f"regularisation on the guide variance (default: the strength's, {d['eps']})")
+    wgf.add_argument("--guide", choices=["color", "gray"], default=None,
+                     help=f"guide image (default: the strength's, {d['guide']})")
     wgf.add_argument("--no-weights", dest="weighted", action="store_false", default=None,
                      help="plain guided filter (no confidence weights)")
     wgf.add_argument("--low", type=float, default=None,

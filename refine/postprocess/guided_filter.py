@@ -3,9 +3,13 @@
 Everything here is plain numpy + OpenCV (no torch): spatial box means are ``cv2.boxFilter`` (normalised,
 ``BORDER_REFLECT``: ``fedcba|abcdef``), temporal box sums are running sums over a window of frames, so the cost
 per frame does not depend on the spatial radius ``radius`` nor on the temporal radius ``temporal_radius``.
-Speed: box-filter outputs go into recycled buffers, the running sums drop and add a frame in one cache-tiled pass,
-the per-pixel solve is done in place on cache-sized row tiles in float32, and the weighted filter's stage-2 weight
-sum ``box3d(c)`` is taken from stage 1 instead of being box-filtered twice.
+Speed: the running temporal sums are kept of the raw per-frame products (``c``, ``c I``, ``c I I^T``, ``c p``,
+``c I p``; the box filter is linear, so ``box2d(sum_t X_t) = sum_t box2d(X_t)``) and box-filtered once per window;
+the products are formed in cache-sized row tiles straight into the running sums (``cv2.accumulateProduct``: ``dst +=
+x y`` in one pass) and those of the frame leaving the window are formed again from its stored inputs and subtracted,
+so only a frame's inputs are stored, never its products. The per-pixel solve is done in place on the same row tiles
+in float32 with fused multiply-adds, all buffers are recycled, and the weighted filter's stage-2 weight sum
+``box3d(c)`` is taken from stage 1 instead of being box-filtered twice.
 
 Conventions
 -----------
@@ -39,7 +43,7 @@ frames) and holds ``O(rt)`` frames of state, independent of the video's length.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -86,14 +90,6 @@ def _box2d(x: np.ndarray, radius: int, dst: np.ndarray | None = None) -> np.ndar
     return cv2.boxFilter(x, -1, (k, k), dst=dst, normalize=True, borderType=_BORDER)
 
 
-def _box_planes(planes: Sequence[np.ndarray], radius: int, spare: tuple[np.ndarray, ...] | None
-                ) -> tuple[np.ndarray, ...]:
-    """``_box2d`` of each plane, written into the recycled buffers ``spare`` when there are any."""
-    if spare is None:
-        return tuple(_box2d(x, radius) for x in planes)
-    return tuple(_box2d(x, radius, d) for x, d in zip(planes, spare))
-
-
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
     """Spatial box mean over a ``(2r+1) x (2r+1)`` window, O(H W) whatever the radius.
 
@@ -127,106 +123,202 @@ def box_mean_3d(x: np.ndarray, radius: int, temporal_radius: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"box_mean_3d: expected (T, H, W), got shape {x.shape}")
-    window = _WindowSum(temporal_radius)
+    window = _RunningSum(temporal_radius, _acc_planes, 1)
     out = np.empty_like(x)
     for t in range(x.shape[0]):
-        window.push(t, (_box2d(np.ascontiguousarray(x[t]), radius),))
+        window.push(t, np.ascontiguousarray(x[t])[None], x.shape[1:])
         center = t - temporal_radius
         if center >= 0:
             (s,), n = window.sum_for(center)
-            out[center] = s / n
+            out[center] = _box2d(s, radius) / n
     for center in range(max(0, x.shape[0] - temporal_radius), x.shape[0]):
         (s,), n = window.sum_for(center)
-        out[center] = s / n
+        out[center] = _box2d(s, radius) / n
     return out
 
 
-_SUM_ROWS = 32  # row tile of the fused running-sum update (its 3 tiles stay in the 1 MB L2 cache)
+# ----------------------------------------------------------------------------------------------------------------
+# Running temporal sums of the raw (not yet box-filtered) planes
+# ----------------------------------------------------------------------------------------------------------------
+# The box filter is linear: box2d(sum_t X_t) = sum_t box2d(X_t). So the temporal window sums are kept of the raw
+# per-frame products (c, c I, c I I^T, c p, c I p ...) and box-filtered once per window, which is as many box filters
+# as filtering every frame, but the products never exist as full planes: each frame's products are formed in
+# cache-sized row tiles and added to the running sums there (the products of the frame leaving the window are
+# formed again from its stored inputs and subtracted), and only the frame's inputs are stored, not its products.
+
+_TILE_ROWS = 24  # row tile of the pointwise work: the planes a tile touches stay in the CPU's L2 cache
 
 
-def _sub_add(sums: list[np.ndarray], old: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...]) -> None:
-    """``s -= o; s += n`` for each plane, row tile by row tile (in place in ``sums``)."""
-    H = sums[0].shape[0]
-    for r0 in range(0, H, _SUM_ROWS):
-        sl = slice(r0, r0 + _SUM_ROWS)
-        for s, o, n in zip(sums, old, new):
-            st = s[sl]
-            st -= o[sl]
-            st += n[sl]
+def _row_tiles(height: int) -> Iterator[slice]:
+    """Slices of ``_TILE_ROWS`` rows covering ``range(height)``."""
+    rows = _TILE_ROWS
+    for r0 in range(0, height, rows):
+        yield slice(r0, min(height, r0 + rows))
 
 
-class _WindowSum:
-    """Running sum over a sliding temporal window of per-frame tuples of arrays (the window is centred).
+def _acc_planes(item: np.ndarray, sums: np.ndarray, sl: slice, sign: int, tmp: np.ndarray) -> None:
+    """``sums[:, sl] += sign * item[:, sl]`` for a payload that is the planes themselves, float32 ``(n, H, W)``."""
+    if sign > 0:
+        sums[:, sl] += item[:, sl]
+    else:
+        sums[:, sl] -= item[:, sl]
 
-    ``push(t, item)`` adds frame ``t`` (frames arrive in order 0, 1, 2, ...); ``sum_for(center)`` drops frames
-    older than ``center - rt`` and returns ``(sums, n_frames)`` over the frames ``center - rt ... center + rt``
-    that have been pushed. Memory: at most ``2 rt + 1`` items, plus one dropped item kept for reuse as the
-    output buffers of the next frame's box filters (:meth:`take_spare`), so the steady state allocates nothing.
+
+def _pairs(n: int) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j), i <= j`` of the upper triangle of an ``n x n`` matrix, row by row."""
+    return [(i, j) for i in range(n) for j in range(i, n)]
+
+
+def _signed(x: np.ndarray, sign: int, tmp: np.ndarray) -> np.ndarray:
+    """``x`` for sign > 0, else ``-x`` written into ``tmp`` (same shape)."""
+    return x if sign > 0 else np.negative(x, out=tmp)
+
+
+def _acc_guide(item: list[np.ndarray], sums: np.ndarray, sl: slice, sign: int, tmp: np.ndarray) -> None:
+    """Guide statistics of one frame (unweighted filter): ``sums += sign * [I_0.., I_i I_j (i <= j)..]``.
+
+    ``item``: the guide's channel planes, float32 ``(H, W)`` each (1 gray, 3 colour).
+    """
+    n = len(item)
+    h = sl.stop - sl.start
+    g = [_signed(ch[sl], sign, tmp[i, :h]) for i, ch in enumerate(item)]
+    for i in range(n):
+        sums[i, sl] += g[i]
+    for q, (i, j) in enumerate(_pairs(n)):
+        cv2.accumulateProduct(g[i], item[j][sl], sums[n + q, sl])
+
+
+def _acc_source(item: tuple[np.ndarray, list[np.ndarray]], sums: np.ndarray, sl: slice, sign: int,
+                tmp: np.ndarray) -> None:
+    """One class's statistics of one frame (unweighted): ``sums += sign * [p, I_0 p, ...]``; item ``(p, guide)``."""
+    p, guide = item
+    h = sl.stop - sl.start
+    pt = _signed(p[sl], sign, tmp[0, :h])
+    sums[0, sl] += pt
+    for i, ch in enumerate(guide):
+        cv2.accumulateProduct(pt, ch[sl], sums[1 + i, sl])
+
+
+def _acc_weighted(item: tuple[np.ndarray, list[np.ndarray], np.ndarray], sums: np.ndarray, sl: slice, sign: int,
+                  tmp: np.ndarray) -> None:
+    """One class's weighted statistics of one frame, item ``(c, guide, p)``:
+    ``sums += sign * [c, c I_0.., c I_i I_j (i <= j).., c p, c I_0 p..]``."""
+    c, guide, p = item
+    n = len(guide)
+    h = sl.stop - sl.start
+    ct = _signed(c[sl], sign, tmp[0, :h])
+    sums[0, sl] += ct
+    ci = tmp[1:1 + n, :h]
+    for i, ch in enumerate(guide):
+        np.multiply(ct, ch[sl], out=ci[i])
+    sums[1:1 + n, sl] += ci
+    k = 1 + n
+    for i, j in _pairs(n):
+        cv2.accumulateProduct(ci[i], guide[j][sl], sums[k, sl])
+        k += 1
+    cp = tmp[1 + n, :h]
+    np.multiply(ct, p[sl], out=cp)
+    sums[k, sl] += cp
+    for i, ch in enumerate(guide):
+        cv2.accumulateProduct(cp, ch[sl], sums[k + 1 + i, sl])
+
+
+def _n_sums(kind: str, n_channels: int) -> int:
+    """Planes of the running sum of each kind of statistics, for a guide of ``n_channels`` channels."""
+    pairs = n_channels * (n_channels + 1) // 2
+    return {"guide": n_channels + pairs, "source": 1 + n_channels,
+            "weighted": 2 + 2 * n_channels + pairs}[kind]
+
+
+_ACCUMULATE = {"guide": _acc_guide, "source": _acc_source, "weighted": _acc_weighted}
+
+
+class _RunningSum:
+    """Running sum over a sliding, centred temporal window of per-frame payloads (frames arrive in order).
+
+    ``accumulate(item, sums, rows, sign, tmp)`` adds (sign +1) or subtracts (-1) a payload's contribution to the
+    float32 ``(n, H, W)`` sums on a slice of rows (``tmp``: float32 ``(k, _TILE_ROWS, W)`` scratch). ``push(t,
+    item)`` adds frame ``t`` and drops frames older than ``t - 2 rt`` in the same pass over row tiles;
+    ``sum_for(center)`` drops frames older than ``center - rt`` and returns ``(sums, n_frames)`` over the frames
+    ``center - rt ... center + rt`` pushed so far. ``push`` and ``sum_for`` return / keep the dropped payloads in
+    :attr:`dropped` so that their buffers can be reused. The sums are recomputed exactly from the stored payloads
+    every ``_RESUM_EVERY`` frames so that float32 add/subtract round-off cannot accumulate over long videos.
     """
 
-    def __init__(self, temporal_radius: int):
+    def __init__(self, temporal_radius: int, accumulate, n_planes: int, n_tmp: int = 4):
         self.rt = temporal_radius
-        self.items: deque[tuple[int, tuple[np.ndarray, ...]]] = deque()
-        self.sums: list[np.ndarray] | None = None
+        self.accumulate = accumulate
+        self.n_planes = n_planes
+        self.n_tmp = n_tmp
+        self.items: deque[tuple[int, object]] = deque()
+        self.sums: np.ndarray | None = None
+        self.tmp: np.ndarray | None = None
+        self.dropped: list[object] = []
         self._since_resum = 0
-        self._spare: tuple[np.ndarray, ...] | None = None  # the last dropped item, for reuse as a buffer
 
-    def take_spare(self, t: int) -> tuple[np.ndarray, ...] | None:
-        """Arrays of an item dropped earlier (no longer referenced by the window), for the caller to overwrite
-        with frame ``t`` before ``push(t, ...)``; None when there is none (the caller allocates)."""
-        spare, self._spare = self._spare, None
-        return spare
+    def _alloc(self, shape: tuple[int, int]) -> None:
+        if self.sums is None or self.sums.shape[1:] != shape:
+            self.sums = np.zeros((self.n_planes,) + shape, np.float32)
+            self.tmp = np.empty((self.n_tmp, min(_TILE_ROWS, shape[0]), shape[1]), np.float32)
 
-    def push(self, t: int, item: tuple[np.ndarray, ...]) -> None:
+    def _pass(self, add: object | None, drop: list[object], fill=None) -> None:
+        """One pass over row tiles: ``fill(rows)`` (computes those rows of ``add`` when given), subtract the
+        ``drop`` payloads, add ``add`` (restart from 0 when the window became empty)."""
+        empty = not self.items
+        for sl in _row_tiles(self.sums.shape[1]):
+            if fill is not None:
+                fill(sl)
+            if empty:
+                self.sums[:, sl] = 0.0
+            else:
+                for old in drop:
+                    self.accumulate(old, self.sums, sl, -1, self.tmp)
+            if add is not None:
+                self.accumulate(add, self.sums, sl, 1, self.tmp)
+
+    def push(self, t: int, item: object, shape: tuple[int, int], fill=None) -> None:
+        """Add frame ``t`` (``fill(rows)``, when given, first computes those rows of ``item``; see :meth:`_pass`)."""
         if self.items and t != self.items[-1][0] + 1:
             raise RuntimeError(f"frames must arrive in order: got {t} after {self.items[-1][0]}")
-        t_min = t - 2 * self.rt
-        while len(self.items) > 1 and self.items[1][0] < t_min:
-            self._drop_before(self.items[1][0])
-        if self.sums is None:
-            self._drop_before(t_min)
-            self.sums = [a.copy() for a in item]
-        elif self.items and self.items[0][0] < t_min:
-            # steady state: drop the oldest frame and add the new one in one pass over cache-sized row tiles
-            # (same operations and order as subtract-then-add, less memory traffic)
-            _, old = self.items.popleft()
-            _sub_add(self.sums, old, item)
-            self._spare = old
-        else:
-            for s, a in zip(self.sums, item):
-                s += a
+        self._alloc(shape)
+        drop = self._pop_before(t - 2 * self.rt)
+        self._pass(item, drop, fill)
         self.items.append((t, item))
         self._since_resum += 1
         if self._since_resum >= _RESUM_EVERY:
             self._resum()
 
-    def _drop_before(self, t_min: int) -> None:
+    def _pop_before(self, t_min: int) -> list[object]:
+        drop = []
         while self.items and self.items[0][0] < t_min:
-            _, old = self.items.popleft()
-            for s, a in zip(self.sums, old):
-                s -= a
-            self._spare = old
+            drop.append(self.items.popleft()[1])
+        self.dropped = (self.dropped + drop)[-2:]  # a couple are enough for reuse; keep no more alive
+        return drop
 
     def _resum(self) -> None:
         self._since_resum = 0
-        first = self.items[0][1]
-        sums = [a.copy() for a in first]
-        for _, item in list(self.items)[1:]:
-            for s, a in zip(sums, item):
-                s += a
-        self.sums = sums
+        for sl in _row_tiles(self.sums.shape[1]):
+            self.sums[:, sl] = 0.0
+            for _, item in self.items:
+                self.accumulate(item, self.sums, sl, 1, self.tmp)
 
-    def sum_for(self, center: int) -> tuple[list[np.ndarray], int]:
-        self._drop_before(center - self.rt)
+    def item_at(self, t: int) -> object:
+        for ti, item in self.items:
+            if ti == t:
+                return item
+        raise RuntimeError(f"frame {t} is not in the window")
+
+    def sum_for(self, center: int) -> tuple[np.ndarray, int]:
+        drop = self._pop_before(center - self.rt)
+        if drop:
+            self._pass(None, drop)
         if not self.items or self.items[0][0] > center:
             raise RuntimeError(f"window for frame {center} is not available")
         return self.sums, len(self.items)
 
-    def clear(self) -> None:
-        self.items.clear()
-        self.sums = None
-        self._since_resum = 0
-        self._spare = None
+    def take_dropped(self) -> object | None:
+        """A payload dropped earlier (no longer in the window), for reuse of its buffers; None when there is none."""
+        return self.dropped.pop() if self.dropped else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -286,8 +378,9 @@ def _check_guide_frame(guide: np.ndarray, shape: tuple[int, int], where: str) ->
         raise ValueError(f"{where}: guide must have shape {shape} (gray) or {shape + (3,)} (colour), "
                          f"got {guide.shape}")
     guide = guide.astype(np.float32, copy=False)
-    lo, hi = float(guide.min()), float(guide.max())
-    if lo < -1e-3 or hi > 1.0 + 1e-3 or not np.isfinite(lo + hi):
+    # one pass (cv2.checkRange also fails on NaN / inf); min and max only to word the error
+    if not cv2.checkRange(guide, quiet=True, minVal=-1e-3, maxVal=1.0 + 1e-3)[0]:
+        lo, hi = float(guide.min()), float(guide.max())
         raise ValueError(f"{where}: guide values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
     return guide
 
@@ -295,10 +388,10 @@ def _check_guide_frame(guide: np.ndarray, shape: tuple[int, int], where: str) ->
 class _ClassState:
     """Temporal state of one filtered channel (one class) inside :class:`GuidedFilter3d`."""
 
-    def __init__(self, temporal_radius: int):
-        self.stage1 = _WindowSum(temporal_radius)
-        self.stage2 = _WindowSum(temporal_radius)
-        self.weights: deque[tuple[int, np.ndarray | None]] = deque()  # c at frames awaiting stage 1's fit
+    def __init__(self, temporal_radius: int, n_channels: int, weighted: bool):
+        kind = "weighted" if weighted else "source"
+        self.stage1 = _RunningSum(temporal_radius, _ACCUMULATE[kind], _n_sums(kind, n_channels), n_tmp=2 + n_channels)
+        self.stage2 = _RunningSum(temporal_radius, _acc_planes, n_channels + 1)
         self.norms: deque[tuple[int, np.ndarray]] = deque()  # weighted: 1 / box3d(c) at frames awaiting stage 2
 
 
@@ -307,8 +400,9 @@ class GuidedFilter3d:
 
     Feed frames in order with :meth:`step`; each call returns the filtered frame ``t - delay`` (or ``None`` while
     the first ``delay = 2 * temporal_radius`` frames fill the window). :meth:`flush` returns the last ``delay``
-    frames at the end of the video; :meth:`reset` starts a new video. Memory holds about ``2 rt + 1`` frames of
-    box sums per channel, independent of the video's length. ``guided_filter_3d`` on a whole volume gives the
+    frames at the end of the video; :meth:`reset` starts a new video. Memory holds the inputs of ``2 rt + 1``
+    frames (guide planes, and per class p and c) plus the running sums (per class 14 planes for the weighted colour
+    filter, 5 gray), independent of the video's length. ``guided_filter_3d`` on a whole volume gives the
     same result (it runs this object).
 
     Args:
@@ -342,9 +436,11 @@ class GuidedFilter3d:
         self._emitted = 0
         self._shape: tuple | None = None  # (src shape, guide ndim, weighted)
         self._classes: list[_ClassState] = []
-        self._guides: deque[tuple[int, np.ndarray]] = deque()
-        self._guide_sums = _WindowSum(self.temporal_radius)  # unweighted: box sums of the guide, shared by classes
+        self._guides: deque[tuple[int, np.ndarray]] = deque()  # (t, float32 (channels, H, W) guide planes)
+        self._guide_sums: _RunningSum | None = None  # unweighted: the guide's running sums, shared by classes
         self._buffers: dict[str, np.ndarray] = {}  # reusable work planes (see _scratch)
+        self._guide_pool: list[np.ndarray] = []  # guide planes no longer referenced, for reuse
+        self._norm_pool: list[np.ndarray] = []  # weighted: 1 / box3d(c) planes already used by stage 2
 
     # -- public API -------------------------------------------------------------------------------------------
     def step(self, guide: np.ndarray, src: np.ndarray, *, weights: np.ndarray | None = None) -> np.ndarray | None:
@@ -368,7 +464,11 @@ class GuidedFilter3d:
         signature = (src.shape, guide.ndim, weights is not None, squeeze)
         if self._shape is None:
             self._shape = signature
-            self._classes = [_ClassState(self.temporal_radius) for _ in range(src.shape[0])]
+            n_channels = 1 if guide.ndim == 2 else 3
+            self._classes = [_ClassState(self.temporal_radius, n_channels, weights is not None)
+                             for _ in range(src.shape[0])]
+            self._guide_sums = _RunningSum(self.temporal_radius, _acc_guide, _n_sums("guide", n_channels),
+                                           n_tmp=n_channels)
         elif signature != self._shape:
             raise ValueError(f"GuidedFilter3d.step: frame {self._t} has (src shape, guide ndim, weighted) "
                              f"{signature[:3]} but the video started with {self._shape[:3]}; call reset() first")
@@ -406,135 +506,156 @@ class GuidedFilter3d:
             buf = self._buffers[name] = np.empty((n,) + shape, np.float32)
         return buf
 
+    def _planes(self, pool: list[np.ndarray], n: int, shape: tuple[int, int]) -> np.ndarray:
+        """A float32 ``(n, H, W)`` array from ``pool`` (buffers no longer referenced), else a new one."""
+        while pool:
+            buf = pool.pop()
+            if buf.shape == (n,) + shape:
+                return buf
+        return np.empty((n,) + shape, np.float32)
+
+    def _box_all(self, sums: np.ndarray, name: str) -> np.ndarray:
+        """Spatial box mean of each plane of a float32 ``(n, H, W)`` running sum, into a reused buffer."""
+        out = self._scratch(name, sums.shape[0], sums.shape[1:])
+        for k in range(sums.shape[0]):
+            _box2d(sums[k], self.radius, out[k])
+        return out
+
     def _push(self, t: int, guide: np.ndarray, src: np.ndarray, weights: np.ndarray | None) -> None:
-        r = self.radius
+        """Store frame ``t``'s inputs (owned copies) and add its statistics to every stage-1 running sum."""
         hw = src.shape[1:]
-        if guide.ndim == 2:
-            ch = [np.ascontiguousarray(guide)]
+        n = 1 if guide.ndim == 2 else 3
+        planes = self._planes(self._guide_pool, n, hw)
+        if n == 1:
+            np.copyto(planes[0], guide)
         else:
-            ch = list(cv2.split(np.ascontiguousarray(guide)))  # contiguous channel planes
-        self._guides.append((t, ch))
-        pairs = [(i, j) for i in range(len(ch)) for j in range(i, len(ch))]
+            cv2.split(np.ascontiguousarray(guide), list(planes))
+        ch = list(planes)
+        self._guides.append((t, planes))
         if weights is None:
-            # guide statistics are class-independent: one set of box sums per frame, shared by all classes
-            gbuf = self._scratch("guide", len(pairs), hw)
-            for k, (i, j) in enumerate(pairs):
-                np.multiply(ch[i], ch[j], out=gbuf[k])
-            spare = self._guide_sums.take_spare(t)
-            self._guide_sums.push(t, _box_planes(ch + list(gbuf), r, spare))
-            pbuf = self._scratch("ip", len(ch), hw)
-            for k, state in enumerate(self._classes):
-                p = src[k]
-                for i, g in enumerate(ch):
-                    np.multiply(g, p, out=pbuf[i])
-                spare = state.stage1.take_spare(t)
-                state.stage1.push(t, _box_planes([p] + list(pbuf), r, spare))
-                state.weights.append((t, None))
-        else:
-            n = len(ch)
-            buf = self._scratch("weighted", 2 * n + len(pairs) + 1, hw)
-            c_ch, c_pairs, c_p, c_ip = buf[:n], buf[n:n + len(pairs)], buf[n + len(pairs)], buf[n + len(pairs) + 1:]
-            for k, state in enumerate(self._classes):
-                c, p = weights[k], src[k]
-                for i, g in enumerate(ch):
-                    np.multiply(c, g, out=c_ch[i])
-                for q, (i, j) in enumerate(pairs):
-                    np.multiply(c_ch[i], ch[j], out=c_pairs[q])
-                np.multiply(c, p, out=c_p)
-                for i, g in enumerate(ch):
-                    np.multiply(c_p, g, out=c_ip[i])
-                planes = [c] + list(c_ch) + list(c_pairs) + [c_p] + list(c_ip)
-                spare = state.stage1.take_spare(t)
-                state.stage1.push(t, _box_planes(planes, r, spare))
-                state.weights.append((t, c))
+            # guide statistics are class-independent: one running sum per video, shared by all classes
+            self._guide_sums.push(t, ch, hw)
+        for k, state in enumerate(self._classes):
+            # the filter keeps its own copies of p and c (the caller may reuse its buffers), written row tile by
+            # row tile inside the running-sum update that reads them; buffers of a frame that left the window
+            # are reused: (p, guide) unweighted, (c, guide, p) weighted
+            own = state.stage1.take_dropped()
+            p_own = own[-1 if weights is not None else 0] if own is not None else np.empty(hw, np.float32)
+            pairs = [(p_own, src[k])]
+            if weights is None:
+                item = (p_own, ch)
+            else:
+                c_own = own[0] if own is not None else np.empty(hw, np.float32)
+                pairs.append((c_own, weights[k]))
+                item = (c_own, ch, p_own)
+
+            def copy_rows(sl, pairs=pairs):
+                for dst, x in pairs:
+                    np.copyto(dst[sl], x[sl])
+
+            state.stage1.push(t, item, hw, fill=copy_rows)
+        # the stage-1 windows now start at t - 2 rt: older guides are only needed by stage 2 (target >= t - 2 rt)
+        while self._guides and self._guides[0][0] < t - 2 * self.temporal_radius:
+            _, old = self._guides.popleft()
+            self._guide_pool.append(old)
 
     def _stage1(self, center: int) -> None:
         """Fit a, b at frame ``center`` (all frames up to ``center + rt`` are in) and push them to stage 2."""
         colour = self._shape[1] == 3
         weighted = self._shape[2]
-        r = self.radius
-        gsums, inv_n = None, None
+        hw = self._shape[0][1:]
+        gbox, inv_n = None, None
         if not weighted:
             gsums, n = self._guide_sums.sum_for(center)
+            gbox = self._box_all(gsums, "gbox")
             inv_n = np.float32(1.0 / n)
+        na = 3 if colour else 1
         for state in self._classes:
             sums, n = state.stage1.sum_for(center)
-            tc, c = state.weights.popleft()
-            assert tc == center
-            planes = self._scratch("fit", 4 if colour else 2, sums[0].shape)
-            inv_w = _fit_planes(sums, gsums, inv_n, c, self.eps, colour, planes)
+            box = self._box_all(sums, "box1")
+            c = state.stage1.item_at(center)[0] if weighted else None
+            planes = self._planes([p for p in [state.stage2.take_dropped()] if p is not None], na + 1, hw)
+            inv_w = self._planes(self._norm_pool, 1, hw)[0] if weighted else None
+            n_means = len(box) + (len(gbox) if gbox is not None else -1)
+            work = self._buffers["fit"] = _fit_work(n_means, hw, self._buffers.get("fit"))
             if weighted:
                 # the stage-2 weight sum box3d(c) at `center` is exactly stage 1's: keep 1 / box3d(c) for it
                 state.norms.append((center, inv_w))
-            spare = state.stage2.take_spare(center)
-            state.stage2.push(center, _box_planes(planes, r, spare))
+
+            def fit(sl, box=box, c=c, planes=planes, inv_w=inv_w, work=work):
+                _fit_rows(sl, box, gbox, inv_n, c, self.eps, colour, planes, inv_w, work)
+
+            # a and b are fitted row tile by row tile inside stage 2's running-sum update (while in cache)
+            state.stage2.push(center, planes, hw, fill=fit)
 
     def _stage2(self, target: int) -> np.ndarray:
         """Output of frame ``target`` (coefficients up to ``target + rt`` are in)."""
         weighted = self._shape[2]
-        while self._guides[0][0] < target:
-            self._guides.popleft()
-        tg, guide = self._guides[0]  # list of the guide's channel planes
-        assert tg == target
+        guide = next(ch for tg, ch in self._guides if tg == target)  # the guide's channel planes
         shape = (len(self._classes),) + guide[0].shape
         out = np.empty(shape, np.float32)
-        tmp = self._scratch("out", 1, guide[0].shape)[0]
         for k, state in enumerate(self._classes):
             sums, n = state.stage2.sum_for(target)
+            box = self._box_all(sums, "box2")
             if weighted:
                 tn, inv = state.norms.popleft()
                 assert tn == target
             else:
                 inv = np.float32(1.0 / n)
             q = out[k]
-            np.multiply(sums[0], guide[0], out=q)
-            for a_sum, g in zip(sums[1:-1], guide[1:]):
-                np.multiply(a_sum, g, out=tmp)
-                q += tmp
-            q += sums[-1]
-            q *= inv
+            for sl in _row_tiles(q.shape[0]):
+                qt = q[sl]
+                np.multiply(box[0, sl], guide[0][sl], out=qt)
+                for a_sum, g in zip(box[1:-1], guide[1:]):
+                    cv2.accumulateProduct(a_sum[sl], g[sl], qt)
+                qt += box[-1, sl]
+                qt *= inv[sl] if weighted else inv
+            if weighted:
+                self._norm_pool.append(inv[None])
         self._emitted = target + 1
         return out
 
 
-_TILE_ROWS = 32  # pointwise work is done in row tiles that stay in the CPU cache
+def _fit_work(n_means: int, shape: tuple[int, int], work: np.ndarray | None = None) -> np.ndarray:
+    """Scratch of :func:`_fit_rows`: float32 ``(n_means + 8, rows, W)``, ``work`` itself when it is big enough."""
+    rows = min(_TILE_ROWS, shape[0])
+    if work is None or work.shape[0] < n_means + 8 or work.shape[1] < rows or work.shape[2] != shape[1]:
+        work = np.empty((n_means + 8, rows, shape[1]), np.float32)
+    return work
 
 
-def _fit_planes(sums: list[np.ndarray], gsums: list[np.ndarray] | None, inv_n: np.float32 | None,
-                c: np.ndarray | None, eps: float, colour: bool, out: np.ndarray) -> np.ndarray | None:
-    """Stage-1 window sums of one frame -> the planes that stage 2 box-filters, written into ``out``.
+def _fit_rows(sl: slice, sums: np.ndarray, gsums: np.ndarray | None, inv_n: np.float32 | None,
+              c: np.ndarray | None, eps: float, colour: bool, out: np.ndarray, inv_w_full: np.ndarray | None,
+              work: np.ndarray) -> None:
+    """Stage-1 window sums of one frame -> rows ``sl`` of the planes that stage 2 box-filters, written into ``out``.
 
+    ``sums`` / ``gsums``: box-filtered window sums, float32 ``(n, H, W)`` arrays.
     Unweighted (``c`` None): ``sums = [S_p, S_Ip...]``, ``gsums`` the guide's window sums, ``inv_n = 1 / frames``;
-    fills ``out`` (float32 ``(3 + 1, H, W)`` colour, ``(2, H, W)`` gray) with ``[a..., b]`` and returns None.
+    fills ``out`` (float32 ``(3 + 1, H, W)`` colour, ``(2, H, W)`` gray) with ``[a..., b]``.
     Weighted: ``sums = [S_c, S_cI..., S_cII..., S_cp, S_cIp...]`` (``gsums`` unused); fills ``out`` with
-    ``[c a..., c b]`` and returns a new float32 ``(H, W)`` plane ``1 / max(S_c, 1e-12)``.
+    ``[c a..., c b]`` and the float32 ``(H, W)`` plane ``inv_w_full`` with ``1 / max(S_c, 1e-12)``.
+    ``work``: scratch from :func:`_fit_work`. :class:`GuidedFilter3d` calls this tile by tile inside stage 2's
+    running-sum update, while the tile is in cache.
     """
-    H, W = sums[0].shape
     na = 3 if colour else 1
     weighted = c is not None
-    inv_w_full = np.empty((H, W), np.float32) if weighted else None
-    n_means = (len(sums) - 1) if weighted else (len(gsums) + len(sums))
-    mbuf = np.empty((n_means, _TILE_ROWS, W), np.float32)
-    tbuf = np.empty((8, _TILE_ROWS, W), np.float32)
-    stats = list(sums[1:]) if weighted else list(gsums) + list(sums)  # [I..., II..., p, Ip...] (weighted: c *)
-    for r0 in range(0, H, _TILE_ROWS):
-        r1 = min(H, r0 + _TILE_ROWS)
-        sl = slice(r0, r1)
-        h = r1 - r0
-        if weighted:
-            scale = inv_w_full[sl]
-            np.maximum(sums[0][sl], np.float32(1e-12), out=scale)
-            np.divide(np.float32(1.0), scale, out=scale)
-        else:
-            scale = inv_n
-        m = [mbuf[j, :h] for j in range(n_means)]
-        for mj, s in zip(m, stats):
-            np.multiply(s[sl], scale, out=mj)
-        a = [out[j, sl] for j in range(na)]
-        b = out[na, sl]
-        ct = c[sl] if weighted else None
-        _solve_coefficients_into(m, eps, colour, a, b, [tbuf[j, :h] for j in range(8)], scale=ct)
-    return inv_w_full
+    h = sl.stop - sl.start
+    # the means [I..., II..., p, Ip...]: one multiply per stack of planes (sums / gsums are (n, H, W) arrays)
+    if weighted:
+        scale = inv_w_full[sl]
+        np.maximum(sums[0][sl], np.float32(1e-12), out=scale)
+        np.divide(np.float32(1.0), scale, out=scale)
+        n_means = len(sums) - 1
+        np.multiply(sums[1:, sl], scale, out=work[:n_means, :h])
+    else:
+        n_g = len(gsums)
+        n_means = n_g + len(sums)
+        np.multiply(gsums[:, sl], inv_n, out=work[:n_g, :h])
+        np.multiply(sums[:, sl], inv_n, out=work[n_g:n_means, :h])
+    m = [work[j, :h] for j in range(n_means)]
+    a = [out[j, sl] for j in range(na)]
+    _solve_coefficients_into(m, eps, colour, a, out[na, sl], [work[n_means + j, :h] for j in range(8)],
+                             scale=c[sl] if weighted else None)
 
 
 def _solve_coefficients_into(m: list[np.ndarray], eps: float, colour: bool, a: list[np.ndarray], b: np.ndarray,
@@ -545,66 +666,61 @@ def _solve_coefficients_into(m: list[np.ndarray], eps: float, colour: bool, a: l
     colour: ``m = [m_I0..2, m_I00, m_I01, m_I02, m_I11, m_I12, m_I22, m_p, m_I0p, m_I1p, m_I2p]``;
     ``a = (Sigma + eps Id)^-1 cov(I, p)`` solved per pixel in closed form (adjugate / determinant).
     Writes ``a`` (list of 1 or 3 planes) and ``b = m_p - a . m_I``, both multiplied by ``scale`` when given
-    (the weighted filter's ``c``); ``m`` is overwritten, ``tmp`` is 8 work planes of the same shape.
+    (the weighted filter's ``c``); ``m`` is overwritten, ``tmp`` is 8 work planes of the same shape (all planes
+    C-contiguous). Sums of products use ``cv2.accumulateProduct`` (``dst += x y`` in one pass).
     """
-    mul = np.multiply
+    mul, acc = np.multiply, cv2.accumulateProduct
     e = np.float32(eps)
-    t0 = tmp[0]
     if not colour:
         mi, mii, mp, mip = m
-        mul(mi, mi, out=t0)
-        mii -= t0
+        neg_mi = np.negative(mi, out=tmp[0])
+        acc(neg_mi, mi, mii)  # var + eps
         mii += e
-        mul(mi, mp, out=t0)
-        np.subtract(mip, t0, out=a[0])
-        a[0] /= mii
-        mul(a[0], mi, out=t0)
-        np.subtract(mp, t0, out=b)
+        acc(neg_mi, mp, mip)  # cov(I, p)
+        np.divide(mip, mii, out=a[0])
+        np.copyto(b, mp)
+        acc(a[0], neg_mi, b)
         if scale is not None:
             a[0] *= scale
             b *= scale
         return
     m0, m1, m2, s00, s01, s02, s11, s12, s22, mp, q0, q1, q2 = m
+    n0, n1, n2 = (np.negative(x, out=t) for x, t in zip((m0, m1, m2), tmp[5:8]))
     # covariance + eps Id (in place of the second moments), cov(I, p) (in place of the mean of I p)
-    for s, x, y, reg in ((s00, m0, m0, True), (s01, m0, m1, False), (s02, m0, m2, False),
-                         (s11, m1, m1, True), (s12, m1, m2, False), (s22, m2, m2, True)):
-        mul(x, y, out=t0)
-        s -= t0
+    for s, x, y, reg in ((s00, n0, m0, True), (s01, n0, m1, False), (s02, n0, m2, False),
+                         (s11, n1, m1, True), (s12, n1, m2, False), (s22, n2, m2, True)):
+        acc(x, y, s)
         if reg:
             s += e
-    for q, x in ((q0, m0), (q1, m1), (q2, m2)):
-        mul(x, mp, out=t0)
-        q -= t0
-    # adjugate of the symmetric 3x3 matrix
-    t1, i00, i01, i02, i11, i12, i22 = tmp[1:8]
+    for q, x in ((q0, n0), (q1, n1), (q2, n2)):
+        acc(x, mp, q)
+    # adjugate of the symmetric 3x3 matrix: into tmp[1..4] and the planes of m0, m1 (the means of I are kept,
+    # negated, in n0..n2); then 1 / det in place of s22, which the adjugate was the last to need
+    t0 = tmp[0]
+    i00, i01, i02, i11, i12, i22 = tmp[1], tmp[2], tmp[3], tmp[4], m0, m1
     for dst, (x, y), (u, v) in ((i00, (s11, s22), (s12, s12)), (i01, (s02, s12), (s01, s22)),
                                 (i02, (s01, s12), (s02, s11)), (i11, (s00, s22), (s02, s02)),
                                 (i12, (s01, s02), (s00, s12)), (i22, (s00, s11), (s01, s01))):
-        mul(x, y, out=dst)
         mul(u, v, out=t0)
+        mul(x, y, out=dst)
         dst -= t0
-    inv_det = t1
+    inv_det = s22
     mul(s00, i00, out=inv_det)
-    mul(s01, i01, out=t0)
-    inv_det += t0
-    mul(s02, i02, out=t0)
-    inv_det += t0
+    acc(s01, i01, inv_det)
+    acc(s02, i02, inv_det)
     np.divide(np.float32(1.0), inv_det, out=inv_det)
     if scale is None:
         np.copyto(b, mp)
     else:  # c a = adj cov * (c / det) and c b = c m_p - (c a) . m_I
         inv_det *= scale
         mul(mp, scale, out=b)
-    for x, (u, v, w), mi in ((a[0], (i00, i01, i02), m0), (a[1], (i01, i11, i12), m1),
-                             (a[2], (i02, i12, i22), m2)):
+    for x, (u, v, w), ni in ((a[0], (i00, i01, i02), n0), (a[1], (i01, i11, i12), n1),
+                             (a[2], (i02, i12, i22), n2)):
         mul(u, q0, out=x)
-        mul(v, q1, out=t0)
-        x += t0
-        mul(w, q2, out=t0)
-        x += t0
+        acc(v, q1, x)
+        acc(w, q2, x)
         x *= inv_det
-        mul(x, mi, out=t0)
-        b -= t0
+        acc(x, ni, b)
 
 
 # ----------------------------------------------------------------------------------------------------------------

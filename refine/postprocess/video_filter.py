@@ -3,7 +3,7 @@
 The library behind ``steadyseg postprocess wgf|gauss`` (:mod:`steadyseg.refine.postprocess.cli`)::
 
     from steadyseg.refine.postprocess.video_filter import postprocess_video
-    config = postprocess_video("masks/", "out/", method="wgf", frames_path="frames/", radius=8)
+    config = postprocess_video("masks/", "out/", method="wgf", frames_path="frames/", strength="light")
 
 Input masks are read with :func:`steadyseg.datasets.masks.open_masks` (DAVIS {0, 255} PNGs, palette PNGs, label
 PNGs, or ``.npy``/``.npz`` probabilities) and written back in the same format with the same file names:
@@ -18,7 +18,8 @@ own confidence weights) and the background is ``1 - fg``, i.e. the label is ``fg
 probabilities in {0, 1}: confidence weights are then 1 everywhere and the weighted filter is the plain one; soft
 input (network probabilities) is what makes the weighting useful. Void pixels (255) of a hard input stay void.
 
-Defaults: :data:`WGF_DEFAULTS` and :data:`GAUSS_DEFAULTS`; the confidence thresholds (``low``, ``high``, ``floor``)
+Defaults: :data:`WGF_DEFAULTS` (the ``"medium"`` point of :data:`WGF_PRESETS`, the measured front) and
+:data:`GAUSS_DEFAULTS`; the confidence thresholds (``low``, ``high``, ``floor``)
 and the Gaussian's ``truncate`` are read from the signatures of
 :func:`~steadyseg.refine.postprocess.guided_filter.confidence_weights` and
 :class:`~steadyseg.refine.postprocess.temporal_smoothing.TemporalGaussian`, so each default has one source.
@@ -43,15 +44,30 @@ def _keyword_defaults(fn: Callable[..., Any], names: Sequence[str]) -> dict[str,
     return {name: params[name].default for name in names}
 
 
-#: Parameters of the 3D weighted guided filter: spatial radius (px), temporal radius (frames), eps (guide
-#: variance, guide in [0, 1]), guide "color" | "gray", weighted (confidence weights on), low / high / floor of
-#: :func:`confidence_weights`.
-WGF_DEFAULTS: dict[str, Any] = dict(radius=8, temporal_radius=2, eps=1e-3, guide="color", weighted=True,
+#: Named points of the measured front of the 3D WGF (``steadyseg postprocess wgf --strength NAME``): guide, spatial
+#: radius (px), temporal radius (frames) and eps of each. Measured on the 8 DAVIS 2016 sequences with OSVOS teacher
+#: masks (``benchmarks/eval_postprocess_davis.py --sweep``; numbers in docs/postprocess.md, "Choosing the strength"):
+#: every preset has J above the teacher's and lies on the front of (E_raw, J, delay = 2 rt frames); "medium" and
+#: "strong" are on the E_raw / J front itself. Stronger = a longer temporal window (more delay). Explicit
+#: parameters override the preset's.
+WGF_PRESETS: dict[str, dict[str, Any]] = {
+    "light": dict(guide="color", radius=8, temporal_radius=1, eps=1e-3),    # delay 2: E_raw -36 %, J +1.9 pt
+    "medium": dict(guide="color", radius=8, temporal_radius=2, eps=1e-2),   # delay 4: E_raw -44 %, J +1.3 pt
+    "strong": dict(guide="color", radius=8, temporal_radius=3, eps=1e-3),   # delay 6: E_raw -42 %, J +2.4 pt
+}
+#: The preset the defaults come from.
+DEFAULT_STRENGTH = "medium"
+#: Parameters of the 3D weighted guided filter: strength (a :data:`WGF_PRESETS` name), spatial radius (px), temporal
+#: radius (frames), eps (guide variance, guide in [0, 1]), guide "color" | "gray", weighted (confidence weights on),
+#: low / high / floor of :func:`confidence_weights`. radius, temporal_radius, eps and guide are those of
+#: ``WGF_PRESETS[DEFAULT_STRENGTH]``.
+WGF_DEFAULTS: dict[str, Any] = dict(strength=DEFAULT_STRENGTH, **WGF_PRESETS[DEFAULT_STRENGTH], weighted=True,
                                     **_keyword_defaults(confidence_weights, ("low", "high", "floor")))
 #: Parameters of the temporal Gaussian: sigma (frames) and truncate (kernel radius in sigmas).
 GAUSS_DEFAULTS: dict[str, Any] = dict(sigma=1.0, **_keyword_defaults(TemporalGaussian, ("truncate",)))
 
-__all__ = ["WGF_DEFAULTS", "GAUSS_DEFAULTS", "filter_probabilities", "postprocess_video", "write_mask"]
+__all__ = ["WGF_DEFAULTS", "WGF_PRESETS", "DEFAULT_STRENGTH", "GAUSS_DEFAULTS", "resolve_params",
+           "filter_probabilities", "postprocess_video", "write_mask"]
 
 
 def _guide_of(frame: np.ndarray, guide: str) -> np.ndarray:
@@ -66,6 +82,28 @@ def _guide_of(frame: np.ndarray, guide: str) -> np.ndarray:
     raise ValueError(f"guide must be 'color' or 'gray', got {guide!r}")
 
 
+def resolve_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The full parameter set of ``method`` (``"wgf"`` | ``"gauss"``) for the given ``params`` (None = unset).
+
+    wgf: :data:`WGF_DEFAULTS`, then the preset ``params["strength"]`` (default :data:`DEFAULT_STRENGTH`) of
+    :data:`WGF_PRESETS`, then the other params given. gauss: :data:`GAUSS_DEFAULTS`, then the params given.
+    Unknown names or an unknown strength raise ValueError.
+    """
+    defaults = {"wgf": WGF_DEFAULTS, "gauss": GAUSS_DEFAULTS}.get(method)
+    if defaults is None:
+        raise ValueError(f"method must be 'wgf' or 'gauss', got {method!r}")
+    given = {k: v for k, v in params.items() if v is not None}
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {method} parameter(s): {sorted(unknown)}; expected some of {sorted(defaults)}")
+    if method == "gauss":
+        return {**defaults, **given}
+    strength = given.get("strength", DEFAULT_STRENGTH)
+    if strength not in WGF_PRESETS:
+        raise ValueError(f"unknown wgf strength {strength!r}; expected one of {sorted(WGF_PRESETS)}")
+    return {**defaults, **WGF_PRESETS[strength], **given, "strength": strength}
+
+
 def filter_probabilities(probs: Iterator[np.ndarray] | Sequence[np.ndarray], *, method: str,
                          frames: Sequence[np.ndarray] | None = None, **params: Any) -> Iterator[np.ndarray]:
     """Filter a video of per-class probabilities, streaming; yields the filtered frames in order.
@@ -74,19 +112,14 @@ def filter_probabilities(probs: Iterator[np.ndarray] | Sequence[np.ndarray], *, 
         probs: iterable of ``(C, H, W)`` float32 probabilities in [0, 1] (one-hot for hard masks).
         method: ``"wgf"`` (3D weighted guided filter) or ``"gauss"`` (temporal Gaussian).
         frames: ``(H, W, 3) uint8`` RGB frames, same count and size (needed by ``"wgf"`` only).
-        params: for ``wgf`` any of :data:`WGF_DEFAULTS` (radius, temporal_radius, eps, guide, weighted, low, high,
-            floor); for ``gauss`` any of :data:`GAUSS_DEFAULTS` (sigma, truncate). Unknown names raise.
+        params: for ``wgf`` any of :data:`WGF_DEFAULTS` (strength, radius, temporal_radius, eps, guide, weighted,
+            low, high, floor); for ``gauss`` any of :data:`GAUSS_DEFAULTS` (sigma, truncate). Unknown names raise;
+            None values are unset (see :func:`resolve_params`).
 
     Yields:
         ``(C, H, W)`` float32 filtered probabilities (WGF output is not clipped; the argmax is the label).
     """
-    defaults = {"wgf": WGF_DEFAULTS, "gauss": GAUSS_DEFAULTS}.get(method)
-    if defaults is None:
-        raise ValueError(f"method must be 'wgf' or 'gauss', got {method!r}")
-    unknown = set(params) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown {method} parameter(s): {sorted(unknown)}; expected some of {sorted(defaults)}")
-    p = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+    p = resolve_params(method, params)
 
     if method == "gauss":
         smoother = TemporalGaussian(sigma=p["sigma"], truncate=p["truncate"])
@@ -197,8 +230,7 @@ def postprocess_video(masks_path: str | os.PathLike, out_dir: str | os.PathLike,
             palette = im.getpalette()
     hard = masks.reading != "soft-probs"
     out_dir = Path(out_dir)
-    resolved = {**(WGF_DEFAULTS if method == "wgf" else GAUSS_DEFAULTS),
-                **{k: v for k, v in params.items() if v is not None}}
+    resolved = resolve_params(method, params)
     config = dict(command=f"postprocess {method}", method=method, params=resolved, masks=str(masks_path),
                   frames=None if frames_path is None else str(frames_path), out=str(out_dir), binary=binary,
                   reading=masks.reading, num_classes=masks.num_classes, frames_processed=n)

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also compute E_cons/E_raw/E_smooth of every cell (DIS flow; one normaliser: the clean "
                         "masks' median boundary) into measures.csv and print Spearman with each axis")
     g.add_argument("--flow-cache", default=None, help="flow cache folder for --measure")
+    g.add_argument("--preset", default=None, choices=("ultrafast", "fast", "medium"),
+                   help="DIS preset of the flow for --measure (default medium, as steadyseg measure)")
     g.set_defaults(func=main_make_grid)
 
     a = sub.add_parser("analyze", help="analyse crowd ratings: qualification filter, agreement, correlations",
@@ -60,7 +62,7 @@ def main_make_grid(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    kwargs = set_flags(args, ("seed", "max_frames", "name", "measure", "flow_cache"))
+    kwargs = set_flags(args, ("seed", "max_frames", "name", "measure", "flow_cache", "preset"))
     for flag in ("erosion_levels", "displacement_levels", "cells"):
         if getattr(args, flag) is not None:
             kwargs[flag] = tuple(getattr(args, flag))

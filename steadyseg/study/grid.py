@@ -58,7 +58,8 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
                erosion_levels: Sequence[int] = EROSION_LEVELS,
                displacement_levels: Sequence[float] = DISPLACEMENT_LEVELS,
                cells: tuple[int, int] = DISPLACEMENT_CELLS, measure: bool = False,
-               flow_cache: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+               flow_cache: str | os.PathLike | None = None, preset: str = "medium",
+               progress: bool = True) -> dict[str, Any]:
     """Corrupt an accurate mask sequence into the qualification grid and write it under ``out``.
 
     Writes one mask folder per cell (``acc{i}_cons{j}``, PNGs in the input's format: DAVIS {0, 255} or label
@@ -79,6 +80,8 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
         cells: lattice cells ``(rows, cols)`` of the piecewise-affine displacement.
         measure: also compute the measures of every cell.
         flow_cache: flow cache folder for ``measure``.
+        preset: DIS preset of the flow for ``measure`` (``"ultrafast"``, ``"fast"``, ``"medium"``): the grid is
+            how a flow setting is checked before a measure relies on it.
         progress: show progress bars.
 
     Returns:
@@ -129,7 +132,7 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
             "mask_format": "{0,255}" if binary else "labels", "preview_frame": mid, "videos": videos}
         atomic_write_json(out / "grid.json", record)
         config = {k: v for k, v in record.items() if k != "videos"}
-        config.update({"measure": True} if measure else {})
+        config.update({"measure": True, "flow": "dis", "preset": preset} if measure else {})
         config.update({"flow_cache": str(flow_cache)} if flow_cache is not None else {})
         save_resolved_config(out, config)
         if not measure:
@@ -142,7 +145,7 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
         # The cells share every flow: keep them on disk (the given cache, else a temporary one) so each flow is
         # computed once without holding all of them in memory.
         with tempfile.TemporaryDirectory(prefix="steadyseg-study-flow-") as tmp:
-            provider = FlowProvider(video, backend="dis", cache_dir=flow_cache or tmp)
+            provider = FlowProvider(video, backend="dis", preset=preset, cache_dir=flow_cache or tmp)
             values = evaluate_grid(grid, provider, labels, progress=progress)
         lines = ["video," + ",".join(GRID_MEASURES)]
         for (i, j), v in values.items():

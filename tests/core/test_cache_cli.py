@@ -20,7 +20,7 @@ def _run(argv: list[str]) -> int:
 
 @pytest.fixture
 def filled(tmp_path):
-    """A flow cache with the flows and validity masks of a window-1 measure of a small synthetic video."""
+    """A flow cache with the flows, validity masks and sampling maps of a window-1 measure of a small video."""
     from steadyseg.datasets.flow import FlowProvider, window_pairs
     from steadyseg.datasets.synthetic import make_moving_shapes_video, write_video_folder
     from steadyseg.datasets.video import open_video
@@ -31,8 +31,11 @@ def filled(tmp_path):
     def fill(root):
         prov = FlowProvider(frames, preset="ultrafast", cache_dir=root)
         prov.precompute(window_pairs(4, 1), progress=False)
+        from steadyseg.warp import nearest_sampling_map
+
         for p, q in window_pairs(4, 1):
             prov.valid(p, q)
+            prov.put_nearest_map(p, q, nearest_sampling_map(prov(p, q)))
         return root
 
     return fill
@@ -56,15 +59,15 @@ def test_info_and_clear_default_cache(filled, capsys, monkeypatch):
     filled(root)
     assert _run(["info"]) == 0
     out = capsys.readouterr().out
-    assert "entries   12," in out and "flows" in out and "validity masks" in out
-    assert [line.split()[-6] for line in out.splitlines()[2:]] == ["6", "6"]
+    assert "entries   18," in out and "flows" in out and "validity masks" in out and "sampling maps" in out
+    assert [line.split()[-6] for line in out.splitlines()[2:]] == ["6", "6", "6"]
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: --yes is needed
     with pytest.raises(ValueError, match="without --yes"):
         _run(["clear"])
-    assert cache_info(root)["entries"] == 12
+    assert cache_info(root)["entries"] == 18
     assert _run(["clear", "--yes"]) == 0
-    assert "removed 12 entries" in capsys.readouterr().out and cache_info(root)["entries"] == 0
+    assert "removed 18 entries" in capsys.readouterr().out and cache_info(root)["entries"] == 0
 
 
 def test_clear_asks_on_a_terminal(filled, tmp_path, capsys, monkeypatch):
@@ -78,7 +81,7 @@ def test_clear_asks_on_a_terminal(filled, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("sys.stdin", Tty("n\n"))
     assert _run(["clear", "--cache", str(root)]) == 1
-    assert "nothing removed" in capsys.readouterr().out and cache_info(root)["entries"] == 12
+    assert "nothing removed" in capsys.readouterr().out and cache_info(root)["entries"] == 18
     monkeypatch.setattr("sys.stdin", Tty("y\n"))
     assert _run(["clear", "--cache", str(root)]) == 0
     assert cache_info(root)["entries"] == 0

@@ -168,16 +168,20 @@ def test_default_persistent_cache_and_no_cache(synth, tmp_path, monkeypatch):
     info = cache_info()
     assert r1["timing"]["flow_pairs_computed"] == info["kinds"]["flow"]["entries"] == 18
     assert r1["timing"]["valid_masks_computed"] == info["kinds"]["valid"]["entries"] == 18
+    assert r1["timing"]["nearest_maps_computed"] == info["kinds"]["nearest-map"]["entries"] == 18
     assert _run(argv + ["--json", str(out2)]) == 0
     r2 = json.loads(out2.read_text())
     assert r2["timing"]["flow_pairs_computed"] == 0 and r2["timing"]["valid_masks_cached"] == 18
     assert r2["timing"]["valid_masks_computed"] == 0
+    # warm: M and the nearest sampling maps come from the cache, and no flow is read at all
+    assert r2["timing"]["nearest_maps_cached"] == 18 and r2["timing"]["nearest_maps_computed"] == 0
+    assert r2["timing"]["flows_read"] == 0 and r1["timing"]["flows_read"] == 18
     for key in ("inconsistency", "inconsistency_raw", "smoothness", "tc", "frames", "per_pair"):
         assert r2[key] == r1[key], key
     assert _run(argv + ["--no-cache", "--json", str(out3)]) == 0
     r3 = json.loads(out3.read_text())
     assert r3["config"]["cache"] is None and r3["timing"]["flow_pairs_computed"] == 18
-    assert cache_info()["entries"] == 36  # nothing added
+    assert cache_info()["entries"] == 54  # nothing added (18 flows, 18 masks M, 18 sampling maps)
     # (not compared with r1: OpenCV's DIS gives a different flow on the first call of a fresh DIS object)
     with pytest.raises(ValueError, match="--no-cache"):
         _run(argv + ["--no-cache", "--cache", str(tmp_path / "c")])
@@ -204,7 +208,7 @@ def test_library_cache_argument(synth, tmp_path):
     r = measure_video(cache=False, **kw)
     assert r["config"]["cache"] is None and cache_info()["entries"] == 0
     r = measure_video(cache=tmp_path / "c", **kw)
-    assert r["config"]["cache"] == str(tmp_path / "c") and cache_info(tmp_path / "c")["entries"] == 36
+    assert r["config"]["cache"] == str(tmp_path / "c") and cache_info(tmp_path / "c")["entries"] == 54
     assert cache_info()["entries"] == 0
 
 

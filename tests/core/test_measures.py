@@ -343,11 +343,29 @@ class DictValidCache:
         self.store[(p, q, check_motion_boundary, thresholds)] = (np.packbits(mask.reshape(-1) != 0), mask.shape)
 
 
+class DictMapCache(DictValidCache):
+    """DictValidCache that also keeps nearest sampling maps (the FlowProvider protocol), counting them."""
+
+    def __init__(self):
+        super().__init__()
+        self.maps, self.map_hits, self.map_puts = {}, 0, 0
+
+    def get_nearest_map(self, p, q):
+        got = self.maps.get((p, q))
+        self.map_hits += got is not None
+        return None if got is None else got.copy()
+
+    def put_nearest_map(self, p, q, nmap):
+        self.map_puts += 1
+        self.maps[(p, q)] = nmap.copy()
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("check_mb", [True, False])
 def test_direction_counts_valid_equals_direction_counts(dtype, check_mb):
     """Counting with M[p→q] given (valid_mask_u8, bit-packed and back) gives direction_counts' numbers exactly."""
-    from steadyseg.warp import WarpWorkspace, direction_counts, direction_counts_valid, valid_mask_u8
+    from steadyseg.warp import (WarpWorkspace, direction_counts, direction_counts_valid, nearest_sampling_map,
+                                valid_mask_u8)
 
     masks, flows = _random_case(h=150, w=60)  # 150 rows: several 64-row bands and a short one
     ws = WarpWorkspace(150, 60)
@@ -365,6 +383,36 @@ def test_direction_counts_valid_equals_direction_counts(dtype, check_mb):
         for free in (False, True):
             (got,), _ = direction_counts_valid([fp], [fq], flows[(q, p)], m, workspace=ws, void_free=[free])
             assert got == want
+        # the int16 nearest sampling map instead of the flow: the same samples, so the same counts and histograms
+        nmap = nearest_sampling_map(flows[(q, p)], workspace=ws)
+        assert nmap.dtype == np.int16 and nmap.shape == (150, 60, 2)
+        want = direction_counts_valid([mp, fp], [mq, fq], flows[(q, p)], m, workspace=ws, histograms=(0, 1))
+        got = direction_counts_valid([mp, fp], [mq, fq], None, m, workspace=ws, histograms=(0, 1), sampling_map=nmap)
+        assert got[0] == want[0] and all(np.array_equal(got[1][i], want[1][i]) for i in (0, 1))
+    with pytest.raises(ValueError, match="exactly one"):
+        direction_counts_valid([mp], [mq], flows[(1, 0)], m, sampling_map=nmap)
+    with pytest.raises(ValueError, match="int16"):
+        direction_counts_valid([mp], [mq], None, m, sampling_map=nmap.astype(np.int32))
+
+
+def test_nearest_sampling_map_rounds_like_remap():
+    """The stored int16 map picks exactly the pixels that cv2.remap picks with the float map x + F(x): at half-pixel
+    ties, negative and far-out coordinates (which must stay outside the frame, not wrap)."""
+    from steadyseg.warp import nearest_sampling_map
+
+    h, w = 24, 24
+    src = np.arange(h * w, dtype=np.uint16).reshape(h, w)
+    grid = np.dstack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+    for shift in (0.0, 0.5, -0.5, 1.5, 2.49, -2.51, 1e6, -1e6, 40000.0):
+        flow = np.full((h, w, 2), shift, np.float32)
+        flow[..., 1] *= -1
+        want = cv2.remap(src, cv2.add(flow, grid), None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=65535)
+        got = cv2.remap(src, nearest_sampling_map(flow), None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=65535)
+        assert np.array_equal(got, want), shift
+    with pytest.raises(ValueError, match="int16"):
+        nearest_sampling_map(np.zeros((2, 40000, 2), np.float32))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -404,6 +452,27 @@ def test_valid_cache_and_several_videos_equal_separate_runs(threads):
     wide = [np.where(m == 255, 255, m.astype(np.uint16) * 300 % 1000).astype(np.uint16) for m in masks]
     (r16,) = inconsistency_many([wide], flow, window=window, threads=threads, valid_cache=cache, tc=True)
     assert r16.tc == temporal_consistency_tc(wide, flow) and r16.per_pair == plain.per_pair
+    # with sampling maps cached beside M, a warm pass reads no flow at all and gives the same numbers
+    mcache, calls = DictMapCache(), []
+
+    def counted_flow(p, q):
+        calls.append((p, q))
+        return flows[(p, q)].copy()
+
+    cold = inconsistency_many([masks, wide], counted_flow, window=window, threads=threads, valid_cache=mcache,
+                              tc=True)
+    assert mcache.map_puts == 2 * len(ref) and len(calls) == 2 * len(ref)
+    warm = inconsistency_many([masks, wide], counted_flow, window=window, threads=threads, valid_cache=mcache,
+                              tc=True)
+    assert len(calls) == 2 * len(ref) and mcache.map_hits == 2 * len(ref)  # no flow read
+    for got in (cold, warm):
+        assert got[0].to_dict() == plain.to_dict() and got[0].tc == many[0].tc
+        assert got[1].per_pair == plain.per_pair and got[1].tc == r16.tc
+    # a void that the labels' dtype cannot hold takes the general path, which needs the flows even when warm
+    n_calls = len(calls)
+    (odd,) = inconsistency_many([masks], counted_flow, window=window, threads=threads, valid_cache=mcache, void=1000)
+    assert len(calls) == n_calls + 2 * len(ref)
+    assert odd.per_pair == inconsistency(masks, flow, window=window, void=1000).per_pair
     with pytest.raises(ValueError, match="differ in length"):
         inconsistency_many([masks, masks[:-1]], flow, window=1)
     with pytest.raises(ValueError, match="check_motion_boundary"):

@@ -265,3 +265,127 @@ def test_failed_layout_check_falls_back_to_the_public_writer(fo_env, synthetic_p
     for coco_id, (det, _, _) in fb_labels.items():
         assert np.array_equal(det.mask, raw_labels[coco_id][0].mask), coco_id
     fo_env.delete_datasets(dataset_name + "-*")
+
+
+def _real_and_edge_rles(coco80):
+    """(compressed RLE, H, W) of every real COCO annotation (polygons and crowd RLEs) and of edge-case masks: empty,
+    full, one pixel in each corner, a column and a row along the borders."""
+    from steadyseg.datasets.coco import load_coco_json, mask_to_rle, segmentation_to_rle
+
+    data = load_coco_json(coco80 / "annotations" / "instances_val2017.json")
+    images = {im["id"]: im for im in data["images"]}
+    for ann in data["annotations"]:
+        im = images[ann["image_id"]]
+        yield segmentation_to_rle(ann["segmentation"], im["height"], im["width"]), im["height"], im["width"]
+    h, w = 7, 9
+    masks = [np.zeros((h, w), bool), np.ones((h, w), bool)]
+    for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)):
+        m = np.zeros((h, w), bool)
+        m[y, x] = True
+        masks.append(m)
+    masks.append(np.pad(np.ones((h, 1), bool), ((0, 0), (w - 1, 0))))
+    masks.append(np.pad(np.ones((1, w), bool), ((h - 1, 0), (0, 0))))
+    for m in masks:
+        yield mask_to_rle(m), h, w
+
+
+def test_rle_window_decode_equals_pycocotools_full_decode(coco80):
+    """Run ends parsed from the compressed string, and masks decoded inside windows (tight box, box grown past the
+    image borders, the whole image), equal the crops of pycocotools' full-image decode."""
+    from steadyseg.curation import build as B
+    from steadyseg.curation.metrics import mask_bbox
+    from steadyseg.datasets.coco import rle_to_mask
+
+    n = 0
+    for rle, h, w in _real_and_edge_rles(coco80):
+        full = rle_to_mask(rle)
+        ends = B.rle_run_ends(rle["counts"])
+        assert ends[-1] == h * w and np.all(np.diff(ends) >= 0)
+        flat = np.zeros(h * w, bool)
+        for start, stop in zip(ends[0::2], ends[1::2]):
+            flat[start:stop] = True
+        assert np.array_equal(flat.reshape(w, h).T, full)
+        box = mask_bbox(full)
+        grown = (max(box[0] - 9, 0), min(box[1] + 9, h), max(box[2] - 9, 0), min(box[3] + 9, w)) if box else None
+        for window in ([box, grown] if box else []) + [(0, h, 0, w)]:
+            y0, y1, x0, x1 = window
+            crop = B.decode_rle_window(ends, h, window)
+            assert crop.flags.c_contiguous and crop.dtype == bool
+            assert np.array_equal(crop, full[y0:y1, x0:x1]), window
+        n += 1
+    assert n > 800
+    with pytest.raises(ValueError, match="middle of a number"):
+        B.rle_run_ends("0`")  # '`' = 48 + 0x30: a continuation bit and nothing after it
+
+
+def test_npy_header_and_serialized_masks_equal_np_save():
+    import io
+    import zlib
+
+    from steadyseg.curation import build as B
+
+    for shape in [(1, 1), (7, 9), (9, 7), (480, 640), (12345, 3), (3, 1234567)]:
+        mask = np.random.default_rng(sum(shape)).random(shape) < 0.5
+        buf = io.BytesIO()
+        np.save(buf, mask, allow_pickle=False)
+        assert B.npy_bool_header(*shape) + mask.tobytes() == buf.getvalue(), shape
+        assert zlib.decompress(B.serialize_mask(mask)) == buf.getvalue()
+        strided = io.BytesIO()  # a non-contiguous view is stored as its C-ordered copy
+        np.save(strided, np.ascontiguousarray(mask[:, ::2]), allow_pickle=False)
+        assert zlib.decompress(B.serialize_mask(mask[:, ::2])) == strided.getvalue()
+    other = np.arange(6, dtype=np.uint8).reshape(2, 3)  # not a bool crop: numpy's writer
+    buf = io.BytesIO()
+    np.save(buf, other, allow_pickle=False)
+    assert zlib.decompress(B.serialize_mask(other)) == buf.getvalue()
+
+
+def test_payload_of_real_coco_equals_the_full_image_computation(coco80):
+    """The builder's window decoding gives the payload of the full-image path: pycocotools decode of each whole
+    mask, crops cut from it, metrics from full-image masks (instance_change_metrics). Refined masks: shifted,
+    eroded, unchanged, given as polygons or RLE, empty, or missing (removed)."""
+    import math
+
+    import cv2
+
+    from steadyseg.curation import build as B
+    from steadyseg.curation.metrics import instance_change_metrics
+    from steadyseg.datasets.coco import annotation_to_mask, load_coco_json, mask_to_rle
+
+    data = load_coco_json(coco80 / "annotations" / "instances_val2017.json")
+    cats = {c["id"]: c["name"] for c in data["categories"]}
+    by_image = B._index_annotations(data)
+    for image in data["images"][::4]:
+        h, w = image["height"], image["width"]
+        anns = by_image.get(image["id"], [])
+        refs, full_refined = {}, {}
+        for k, ann in enumerate(anns):
+            o = annotation_to_mask(ann, h, w)
+            r = [np.roll(o, 3, axis=0), cv2.erode(o.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool),
+                 o, np.zeros_like(o), None][k % 5]
+            if r is None:
+                continue  # removed
+            full_refined[ann["id"]] = r
+            seg = ann["segmentation"] if r is o else mask_to_rle(r)
+            refs[ann["id"]] = {**ann, "segmentation": seg, "refine": {"refiner": "test"}}
+        p = B._image_payload(image, anns, refs, cats, images_dir="/images", boundary_tolerance=None,
+                             change_threshold=0.9)
+        gts = {g["coco_id"]: g for g in p["ground_truth"]}
+        for ann in anns:
+            o = annotation_to_mask(ann, h, w)
+            bbox, crop = B.crop_mask(o)
+            assert gts[ann["id"]]["bounding_box"] == bbox and np.array_equal(gts[ann["id"]]["mask"], crop)
+            assert gts[ann["id"]]["mask_area"] == int(o.sum())
+        for r in p["refined"]:
+            full = full_refined[r["coco_id"]]
+            want = instance_change_metrics(annotation_to_mask(next(a for a in anns if a["id"] == r["coco_id"]), h, w),
+                                           full)
+            for key in ("iou", "area_ratio", "boundary_f", "centroid_shift"):
+                assert r[key] == want[key] or (math.isnan(r[key]) and math.isnan(want[key])), (key, r, want)
+            assert r["mask_area"] == want["area_refined"] and r["original_area"] == want["area_original"]
+            cropped = B.crop_mask(full)
+            if cropped is None:
+                assert r["mask"] is None and r["bounding_box"] == [0.0, 0.0, 0.0, 0.0]
+            else:
+                assert r["bounding_box"] == cropped[0] and np.array_equal(r["mask"], cropped[1])
+                assert r["mask"].flags.c_contiguous and r["mask"].dtype == bool
+        assert p["n_refined"] == len(refs) and p["n_removed"] == len(anns) - len(refs)

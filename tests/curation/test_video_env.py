@@ -20,15 +20,16 @@ def test_flicker_dataset_matches_the_measure(fo_env, dataset_name, tmp_path):
     video = make_moving_shapes_video(num_frames=8, height=64, width=80, flicker_px=3, seed=3)
     paths = write_video_folder(video, tmp_path / "vid")
     ds = build_flicker_dataset(paths["frames"], paths["predictions"], dataset_name, tmp_path / "out", window=2,
-                               progress=False)
+                               progress=False, video_sample=False)
     assert len(ds) == 8 and set(ds.list_saved_views()) == {"clip_in_order", "flicker_worst", "flicker_spikes"}
     assert ds.load_saved_view("clip_in_order").values("frame_index") == list(range(8))
-    # the App opens with the overlays on (not plain frames), masks blue, flicker regions red, the map on "hot"
-    from steadyseg.curation.appearance import FLICKER_COLOR, MASK_COLOR
+    # the App opens with the overlays on (not plain frames): masks blue, flicker regions red, the map amber
+    # (opacity = value; the "hot" scale applies when the App colours by value)
+    from steadyseg.curation.appearance import FLICKER_COLOR, HEAT_COLOR, MASK_COLOR
 
     assert ds.app_config.active_fields.paths == ["masks", "flicker_map", "flicker_regions"]
     colors = {f["path"]: f["fieldColor"] for f in ds.app_config.color_scheme.fields}
-    assert colors == {"masks": MASK_COLOR, "flicker_regions": FLICKER_COLOR}
+    assert colors == {"masks": MASK_COLOR, "flicker_map": HEAT_COLOR, "flicker_regions": FLICKER_COLOR}
     assert ds.app_config.color_scheme.colorscales[0]["name"] == "hot"
     timeline = tmp_path / "out" / "inconsistency_timeline.png"
     assert ds.info["steadyseg_video"]["timeline_plot"] == str(timeline.resolve()) and timeline.stat().st_size > 5000
@@ -47,6 +48,11 @@ def test_flicker_dataset_matches_the_measure(fo_env, dataset_name, tmp_path):
     assert s.flicker_regions.mask.any(), "the synthetic flicker must show up as flicker regions"
     assert ds.info["steadyseg_video"]["e_raw"] == pytest.approx(ref.e_raw)
     assert (tmp_path / "out" / "curate_video.config.yaml").is_file()
+    assert ds.info["steadyseg_video"]["video_dataset"] is None and not (tmp_path / "out" / "clip.mp4").exists()
+    # a frame folder's own images are the samples' media (no re-encoded copy under out/frames)
+    assert ds.sort_by("frame_index").values("filepath") == [str(p.resolve()) for p in
+                                                            sorted(paths["frames"].glob("*.png"))]
+    assert not (tmp_path / "out" / "frames").exists()
     with pytest.raises(ValueError, match="exists; pass overwrite"):
         build_flicker_dataset(paths["frames"], paths["predictions"], dataset_name, tmp_path / "out", progress=False)
 

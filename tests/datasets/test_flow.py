@@ -288,6 +288,39 @@ def test_valid_mask_entries(synth_frames, tmp_path):
     assert prov.cache.get_valid(key, shape=(h + 1, w)) is None and not path.exists()  # wrong size: a miss
 
 
+def test_nearest_map_entries(synth_frames, tmp_path):
+    """Nearest sampling maps: stored per flow (keyed by the flow's key), read back bit for bit, validated like the
+    masks M (a damaged or foreign entry is a counted miss and deleted, a wrong size is a miss)."""
+    from steadyseg.datasets.flow import nearest_map_cache_key
+    from steadyseg.warp import nearest_sampling_map
+
+    prov = FlowProvider(synth_frames, cache_dir=tmp_path / "c")
+    assert prov.get_nearest_map(0, 2) is None and prov.get_nearest_map(1, 1) is None
+    want = nearest_sampling_map(prov(0, 2))
+    prov.put_nearest_map(0, 2, want)
+    got = prov.get_nearest_map(0, 2)
+    assert got.dtype == np.int16 and np.array_equal(got, want) and prov.stats["map_hits"] == 1
+    assert prov.stats["map_stored"] == 1 and prov.get_nearest_map(2, 0) is None  # one map per direction
+    key = nearest_map_cache_key(prov.key(0, 2))
+    assert key != prov.key(0, 2) and key != prov.valid_key(0, 2)
+    path = prov.cache.nearest_map_path(key)
+    assert path.suffix == ".nnmap"
+    h, w = synth_frames.size
+    raw = path.read_bytes()
+    assert len(raw) == 32 + h * w * 4
+    for damage in (lambda b: b[:-1], lambda b: b[:10], lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:],
+                   lambda b: b"SSVALID" + b[7:]):
+        path.write_bytes(damage(raw))
+        before = prov.cache.corrupt
+        assert prov.get_nearest_map(0, 2) is None and not path.exists() and prov.cache.corrupt == before + 1
+    prov.put_nearest_map(0, 2, want)
+    assert prov.cache.get_nearest_map(key, shape=(h + 1, w)) is None and not path.exists()  # wrong size: a miss
+    with pytest.raises(ValueError, match="int16"):
+        prov.cache.put_nearest_map(key, want.astype(np.int32))
+    with pytest.raises(ValueError, match="size"):
+        prov.put_nearest_map(0, 2, want[:-1])
+
+
 def test_default_cache_location(monkeypatch, tmp_path):
     from steadyseg.datasets.flow import default_cache_root, default_flow_cache_dir
 
@@ -306,13 +339,14 @@ def test_cache_info_and_clear(synth_frames, tmp_path):
     from steadyseg.datasets.flow import cache_info, clear_cache
 
     root = tmp_path / "c"
+    empty = {"entries": 0, "bytes": 0, "disk_bytes": 0}
     assert cache_info(root) == {"location": str(root), "exists": False, "entries": 0, "bytes": 0, "disk_bytes": 0,
-                                "kinds": {"flow": {"entries": 0, "bytes": 0, "disk_bytes": 0},
-                                          "valid": {"entries": 0, "bytes": 0, "disk_bytes": 0}}}
+                                "kinds": {"flow": empty, "valid": empty, "nearest-map": empty}}
     prov = FlowProvider(synth_frames, cache_dir=root)
     prov.precompute(window_pairs(4, 1), progress=False)
     for p, q in window_pairs(4, 1):
         prov.valid(p, q)
+    prov.put_nearest_map(0, 1, np.zeros((*synth_frames.size, 2), np.int16))
     (root / "flow-run-x.yaml").write_text("kept: true\n")
     (root / "ab").mkdir(exist_ok=True)
     (root / "ab" / "notes.txt").write_text("not an entry")
@@ -321,9 +355,12 @@ def test_cache_info_and_clear(synth_frames, tmp_path):
     info = cache_info(root)
     h, w = synth_frames.size
     assert info["exists"] and info["kinds"]["flow"]["entries"] == 6 and info["kinds"]["valid"]["entries"] == 6
-    assert info["entries"] == 12 and info["kinds"]["flow"]["bytes"] == 6 * (32 + h * w * 8)
-    assert info["bytes"] == 6 * (32 + h * w * 8) + 6 * (32 + (h * w + 7) // 8) and info["disk_bytes"] > 0
+    assert info["entries"] == 13 and info["kinds"]["flow"]["bytes"] == 6 * (32 + h * w * 8)
+    assert info["kinds"]["nearest-map"] == {"entries": 1, "bytes": 32 + h * w * 4,
+                                            "disk_bytes": info["kinds"]["nearest-map"]["disk_bytes"]}
+    assert info["bytes"] == 6 * (32 + h * w * 8) + 6 * (32 + (h * w + 7) // 8) + 32 + h * w * 4
+    assert info["disk_bytes"] > 0
     removed = clear_cache(root)
-    assert removed["entries"] == 12 and cache_info(root)["entries"] == 0
+    assert removed["entries"] == 13 and cache_info(root)["entries"] == 0
     assert (root / "flow-run-x.yaml").is_file() and (root / "ab" / "notes.txt").is_file() and not orphan.exists()
     assert sorted(p.name for p in root.iterdir()) == ["ab", "flow-run-x.yaml"]  # empty shards removed

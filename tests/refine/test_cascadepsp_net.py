@@ -113,6 +113,66 @@ def test_gradients_flow(model):
     assert m.feats.conv1.weight.grad is not None and m.feats.conv1.weight.grad.abs().sum() > 0
 
 
+def _eval_batchnorm_stats(model: CascadePSPNet) -> CascadePSPNet:
+    """A copy of ``model`` whose BatchNorm running statistics and affine terms are not the init values (1 / 0), so
+    that an in-place BatchNorm that skipped or repeated the normalisation would change the output."""
+    m = build_cascadepsp_net().eval()
+    m.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(3)
+    for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+        n = bn.num_features
+        bn.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+        bn.running_var.copy_(0.5 + torch.rand(n, generator=g))
+        bn.weight.data.copy_(1 + 0.1 * torch.randn(n, generator=g))
+        bn.bias.data.copy_(0.01 * torch.randn(n, generator=g))
+    return m
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inference_path_is_bit_identical_to_the_module_forwards(model, threads):
+    """Without autograd in eval mode the network runs in-place BatchNorm / concatenations / sums; the outputs must
+    be bit-identical to the plain module forwards (taken with autograd on), for every pass and key, batched."""
+    m = _eval_batchnorm_stats(model)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 56, 72, generator=g)
+    seg = (torch.rand(2, 1, 56, 72, generator=g) > 0.5).float() * 2 - 1
+    s8 = torch.rand(2, 1, 56, 72, generator=g) * 2 - 1
+    x_in, seg_in, s8_in = x.clone(), seg.clone(), s8.clone()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for inter_s8 in (None, s8):
+            with torch.enable_grad():
+                plain = m(x, seg, inter_s8=inter_s8)
+            assert any(v.requires_grad for v in plain.values())  # the plain path really ran (autograd on)
+            with torch.inference_mode():
+                fast = m(x, seg, inter_s8=inter_s8)
+                picked = m(x, seg, inter_s8=inter_s8, outputs=("pred_224", "pred_56_2"))
+            assert set(fast) == set(plain)
+            for k in plain:
+                assert torch.equal(fast[k], plain[k].detach()), k
+            assert set(picked) == {"pred_224", "pred_56_2"}
+            for k in picked:
+                assert torch.equal(picked[k], plain[k].detach()), k
+        # the in-place path leaves its inputs alone
+        assert torch.equal(x, x_in) and torch.equal(seg, seg_in) and torch.equal(s8, s8_in)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_outputs_selection(model):
+    x = torch.zeros(1, 3, 32, 40)
+    seg = -torch.ones(1, 1, 32, 40)
+    with torch.inference_mode():
+        out = model(x, seg, inter_s8=seg.clone(), outputs=["pred_224"])
+        assert set(out) == {"pred_224"}
+        assert set(model(x, seg, outputs={"out_28", "pred_56_2"})) == {"out_28", "pred_56_2"}
+    with pytest.raises(ValueError, match="outputs must be"):
+        model(x, seg, outputs=("pred_999",))
+    with pytest.raises(ValueError, match="outputs must be"):
+        model(x, seg, outputs=())
+
+
 def test_official_checkpoint_loads_strictly(model, official_file):
     raw = torch.load(official_file, weights_only=True)
     assert len(raw) == 426 and all(k.startswith("module.") for k in raw)

@@ -188,3 +188,18 @@ def test_fast_and_full_in_one_call_equal_separate_calls(refiner, sample):
     np.testing.assert_array_equal(full, every.refine(image, mask, fast=False, L=100))
     with pytest.raises(ValueError, match="too small for the local step"):
         every.refine_fast_and_full(image, mask, L=64)
+
+
+def test_inplace_inference_path_gives_the_same_bits(refiner, sample, monkeypatch):
+    """The network's allocation-saving inference path (in-place BatchNorm, concatenations and sums) and the
+    skipped heads change no bit of either mode's map: compare with the plain module forwards (path disabled)."""
+    import steadyseg.refine.cascadepsp.network as network
+
+    image, mask = sample[0][:72, :120].copy(), sample[1][:72, :120].copy()
+    every = CascadePSPRefiner(model=refiner.model, skip_low=0.0, skip_high=1.0)
+    assert every.patch_batch_size == 1  # the official one-patch-at-a-time order (see the class docstring)
+    fast, full = every.refine(image, mask, fast=True, L=100), every.refine(image, mask, fast=False, L=100)
+    assert every.last_stats["patches_refined"] == 3
+    monkeypatch.setattr(network, "_inplace_ok", lambda module, x: False)
+    np.testing.assert_array_equal(fast, every.refine(image, mask, fast=True, L=100))
+    np.testing.assert_array_equal(full, every.refine(image, mask, fast=False, L=100))

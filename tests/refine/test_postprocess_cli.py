@@ -92,6 +92,40 @@ def test_wgf_davis_binary_format_removes_flicker(scene):
     assert cfg["params"]["eps"] == 0.01 and cfg["params"]["guide"] == "color" and cfg["reading"] == "davis2016-binary"
 
 
+def test_strength_presets_resolve_and_flags_override(scene):
+    """--strength picks a preset of the measured front; explicit flags win; the config records what ran."""
+    from steadyseg.refine.postprocess.video_filter import (DEFAULT_STRENGTH, WGF_DEFAULTS, WGF_PRESETS,
+                                                           resolve_params)
+
+    assert set(WGF_PRESETS) == {"light", "medium", "strong"}
+    for key, value in WGF_PRESETS[DEFAULT_STRENGTH].items():  # the defaults are the default preset
+        assert WGF_DEFAULTS[key] == value
+    assert resolve_params("wgf", {})["strength"] == DEFAULT_STRENGTH
+    strong = resolve_params("wgf", {"strength": "strong", "eps": 0.05, "radius": None})
+    assert strong["eps"] == 0.05 and strong["radius"] == WGF_PRESETS["strong"]["radius"]
+    with pytest.raises(ValueError, match="unknown wgf strength"):
+        resolve_params("wgf", {"strength": "extreme"})
+    with pytest.raises(ValueError, match="unknown gauss parameter"):
+        resolve_params("gauss", {"strength": "light"})
+    tmp, fdir, masks = scene
+    mdir = tmp / "masks-s"
+    mdir.mkdir()
+    for t, m in enumerate(masks):
+        Image.fromarray(m * 255, mode="L").save(mdir / f"{t:05d}.png")
+    outs = {}
+    for name, extra in [("light", ["--strength", "light"]), ("light-r1", ["--strength", "light", "--radius", "1"])]:
+        out = tmp / f"out-{name}"
+        assert _run(["wgf", "--frames", str(fdir), "--masks", str(mdir), "--out", str(out), "--no-progress"]
+                    + extra) == 0
+        outs[name] = yaml.safe_load((out / "config.yaml").read_text())["config"]["params"]
+    assert outs["light"] == {**WGF_DEFAULTS, **WGF_PRESETS["light"], "strength": "light"}
+    assert outs["light-r1"]["radius"] == 1 and outs["light-r1"]["temporal_radius"] == \
+        WGF_PRESETS["light"]["temporal_radius"]
+    with pytest.raises(SystemExit):  # argparse refuses a name that is not a preset
+        _parser().parse_args(["wgf", "--frames", str(fdir), "--masks", str(mdir), "--out", str(tmp / "x"),
+                              "--strength", "extreme"])
+
+
 def test_wgf_palette_keeps_palette_and_void(scene):
     tmp, fdir, masks = scene
     mdir = tmp / "pal"

@@ -96,6 +96,39 @@ def test_rerun_reuses_the_rows(bench, video, monkeypatch):
     assert {f: f.stat().st_mtime_ns for f in row_files} == row_files
 
 
+def test_filter_rows_take_parameters_and_a_changed_default_is_recomputed(bench, video, monkeypatch, tmp_path):
+    """``wgf3d:KEY=VALUE,...`` rows; the filter rows' cache records the resolved parameters, so changing the
+    default filter (as a new release may) recomputes them instead of reusing masks of the old default."""
+    import steadyseg.refine.postprocess.video_filter as vf
+
+    row = parse_method("wgf3d:strength=light,eps=0.02")
+    assert (row.kind, row.label, row.slug) == ("wgf3d", "3D WGF (strength=light, eps=0.02)",
+                                               "wgf3d-strength-light-eps-0.02")
+    method, params = row.postprocess()
+    assert method == "wgf" and params["temporal_radius"] == vf.WGF_PRESETS["light"]["temporal_radius"]
+    assert params["eps"] == 0.02
+    assert parse_method("wgf2d").postprocess()[1]["temporal_radius"] == 0
+    for bad, why in (("wgf3d:nope=1", "nope"), ("wgf3d:strength=huge", "huge"), ("wgf2d:temporal_radius=2", "wgf3d"),
+                     ("wgf3d:eps", "KEY=VALUE")):
+        with pytest.raises(InputError, match=why):
+            parse_method(bad)
+    out, res, methods = bench
+    _, p = video
+    out = shutil.copytree(out, tmp_path / "out")  # the module's bench folder stays as it was
+    calls = []
+    real = vf.postprocess_video
+
+    def counting(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(vf, "postprocess_video", counting)
+    monkeypatch.setitem(vf.WGF_PRESETS[vf.DEFAULT_STRENGTH], "eps", 0.5)  # another default: wgf rows recomputed
+    again = run_bench([p], out, methods=methods, workers=1, progress=False)
+    assert sorted(k["eps"] for k in calls) == [0.5, 0.5] and len(calls) == 2  # wgf3d and decoder+wgf3d
+    assert again["videos"]["synthetic"]["gauss-1"] == res["videos"]["synthetic"]["gauss-1"]
+
+
 def test_max_frames_and_two_decoders_give_fig7(video, tiny_decoder, tmp_path):
     from steadyseg.train.decoder_training import train_decoder
 
@@ -147,10 +180,11 @@ def test_cli_with_flags(video, tmp_path, capsys):
     _, p = video
     rc = cli_main(["bench", "--frames", str(p["frames"]), "--gt", str(p["gt"]), "--teacher", str(p["teacher"]),
                    "--out", str(tmp_path / "out"), "--method", "teacher", "--method", "wgf2d", "--max-frames", "6",
-                   "--workers", "1", "--quiet"])
+                   "--workers", "1", "--preset", "fast", "--quiet"])
     assert rc == 0 and "2D WGF" in capsys.readouterr().out
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(res["videos"]["synthetic"]) == {"teacher", "wgf2d"} and res["config"]["max_frames"] == 6
+    assert res["config"]["preset"] == "fast"
 
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path):

@@ -208,17 +208,23 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker,
             assert r2[k] == pytest.approx(r1[k], rel=1e-5), k
 
 
-def test_causal_model_never_reads_a_future_frame_and_streams_like_offline(flicker, tmp_path):
+@pytest.mark.parametrize("flow_guided", [False, True])
+def test_causal_model_never_reads_a_future_frame_and_streams_like_offline(flicker, tmp_path, flow_guided):
+    """Causal (and causal + flow-guided, whose guides come from the previous frames): perturbing frames 10.. and
+    their teacher masks changes no output before frame 10; the stream gives the offline result frame by frame."""
     from steadyseg.datasets.video import open_video
+    from steadyseg.train.decoder import guide_offsets
     from steadyseg.train.decoder_data import read_teacher_probs
     from steadyseg.train.decoder_predict import DecoderStream
 
     v, paths = flicker
     run = tmp_path / "run"
     train_decoder([(paths["frames"], paths["predictions"])], run, flows=[v.flows], inputs=3, steps=30, lr=3e-3,
-                  causal=True, progress=False)
+                  causal=True, flow_guided=flow_guided, progress=False)
     kind, config, model = load_model(run / "model.pt")
-    assert config["causal"] is True
+    assert config["causal"] is True and config["flow_guided"] is flow_guided
+    assert guide_offsets(3, causal=True) == [-2, -1] and guide_offsets(7, causal=True) == [-6, -5, -4, -3, -2, -1]
+    assert guide_offsets(7) == [-3, -2, -1, 1, 2, 3]
     predict_video(run / "model.pt", paths["frames"], tmp_path / "a", teacher=paths["predictions"], probs=True,
                   progress=False)
     # the same video with frames 10.. replaced by noise and the teacher's masks 10.. emptied
@@ -239,6 +245,8 @@ def test_causal_model_never_reads_a_future_frame_and_streams_like_offline(flicke
                 np.load(tmp_path / "b" / "probs" / f"{t:05d}.npz") as zb:
             changed.append(not np.array_equal(za["probs"], zb["probs"]))
     assert changed == [False] * 10 + [True] * 6
+    if flow_guided:
+        return
     # streaming gives the offline (causal) result frame by frame
     video, masks = open_video(paths["frames"]), open_masks(paths["predictions"])
     stream = DecoderStream(model, size=None)
@@ -265,9 +273,6 @@ def test_flow_guided_decoder_trains_and_predicts(flicker, tmp_path):
     predict_video(tmp_path / "run" / "model.pt", paths["frames"], tmp_path / "p1", teacher=paths["predictions"],
                   progress=False)
     assert _labels(tmp_path / "p1").shape == v.flicker_labels.shape
-    with pytest.raises(ValueError, match="causal and flow_guided"):
-        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=1, flow_guided=True, causal=True,
-                      progress=False)
 
 
 def test_deeplabv3_encoder_reads_cached_frozen_backbone_features(flicker, tiny_run, tmp_path):
