@@ -9,7 +9,11 @@ time is the steadier of the two. The outputs are compared: ours scaled like the 
 ``(soft * 255).astype(uint8)``, against the official ``uint8`` map (max abs difference, differing pixels).
 
 The official package is imported from ``--official`` (a folder holding ``segmentation_refinement/``, e.g.
-the unpacked wheel) with ``download_and_check_model=False``: nothing is downloaded.
+the unpacked wheel) with ``download_and_check_model=False``: nothing is downloaded. Get it from the package
+registry without installing it (its dependencies are ours)::
+
+    pip download segmentation-refinement==0.6 --no-deps -d /tmp/segref
+    python -m zipfile -e /tmp/segref/segmentation_refinement-0.6-py3-none-any.whl /tmp/segref
 
 The input mask of an image is the golden fixture's ``<stem>_ann*_mask.png`` (the largest non-crowd COCO
 annotation, dilated; see ``<shared>/golden/cascadepsp/README.md``).
@@ -83,7 +87,9 @@ def make_refiners(official_root: Path, folder: Path, checkpoint: Path) -> dict[s
     try:
         from segmentation_refinement.main import Refiner
     except ImportError as exc:
-        raise SystemExit(f"{official_root}: cannot import segmentation_refinement ({exc}); pass --official") from exc
+        raise SystemExit(f"{official_root}: cannot import segmentation_refinement ({exc}); pass --official, or unpack "
+                         "the wheel there: pip download segmentation-refinement==0.6 --no-deps -d DIR, then "
+                         "python -m zipfile -e DIR/segmentation_refinement-0.6-py3-none-any.whl DIR") from exc
     from steadyseg.refine.cascadepsp.refiner import CascadePSPRefiner
 
     official = Refiner(device="cpu", model_folder=str(folder), download_and_check_model=False)
