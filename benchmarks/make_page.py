@@ -76,11 +76,15 @@ def _load() -> list[float] | None:
 
 
 def record(name: str, command: list[str], *, notes: str | None = None, out_dir: Path = RESULTS) -> Path:
-    """Run ``command + ["--json", TMP]`` from the repository root and store the wrapped record; returns its path."""
+    """Run ``command + ["--json", TMP]`` from the repository root and store the wrapped record; returns its path.
+
+    A command that starts with ``python`` / ``python3`` runs with this interpreter (``sys.executable``), so a
+    record made from a virtual environment's Python measures that environment even when it is not activated."""
+    run = [sys.executable if i == 0 and c in ("python", "python3") else c for i, c in enumerate(command)]
     with tempfile.TemporaryDirectory() as tmp:
         out_json = Path(tmp) / "out.json"
         before, start = _load(), _dt.datetime.now(_dt.timezone.utc)
-        subprocess.run([*command, "--json", str(out_json)], cwd=REPO, check=True)
+        subprocess.run([*run, "--json", str(out_json)], cwd=REPO, check=True)
         after = _load()
         output = json.loads(out_json.read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
