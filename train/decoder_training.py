@@ -252,9 +252,9 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
     from steadyseg.datasets.masks import open_masks
     from steadyseg.train.decoder import build_decoder_from_config
     from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
-    from steadyseg.train.distributed import cleanup, init_distributed_mode
+    from steadyseg.train.distributed import cleanup, init_distributed_mode, wrap_ddp
     from steadyseg.train.loop import Checkpointer, RunFiles, progress_bar, reduce_terms, step_record
-    from steadyseg.train.run_state import open_run_state, restore_rng
+    from steadyseg.train.run_state import open_run_state, resume_from
     from steadyseg.train.ti import TILoss
 
     videos = [(str(f), str(t)) for f, t in videos]
@@ -297,13 +297,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             lambda_data=cfg["lambda_data"])
         step, elapsed_before = 0, 0.0
         if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            step, elapsed_before = int(resume_state["step"]), float(resume_state["elapsed_s"])
-            restore_rng(resume_state["rng"], dist_info.rank)
-        if dist_info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+            step, elapsed_before = resume_from(resume_state, model, optimizer, dist_info.rank)
+        model = wrap_ddp(model, dist_info, device)
 
         files = RunFiles.open(out, main=main_proc, resume_step=None if resume_state is None else step,
                               config_record={**cfg, "videos": [list(v) for v in videos],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistInfo", "init_distributed_mode", "is_main_process", "cleanup", "unwrap_model"]
+__all__ = ["DistInfo", "init_distributed_mode", "is_main_process", "cleanup", "wrap_ddp", "unwrap_model"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,16 @@ def cleanup(info: DistInfo) -> None:
 
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_ddp(model, info: DistInfo, device):
+    """``model`` in a ``DistributedDataParallel`` wrapper when ``info.distributed`` (on ``device``'s CUDA index, or
+    none on CPU); the model itself otherwise. :func:`unwrap_model` undoes it."""
+    if not info.distributed:
+        return model
+    from torch import nn
+
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def unwrap_model(model):

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["rng_state", "set_rng_state", "checkpoint_path", "open_run_state", "trim_log", "gather_rng", "restore_rng", "save_run_state"]
+__all__ = ["rng_state", "set_rng_state", "checkpoint_path", "open_run_state", "trim_log", "gather_rng", "restore_rng",
+           "resume_from", "save_run_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -114,6 +115,16 @@ def gather_rng(dist_info) -> Any:
 def restore_rng(rng: Any, rank: int) -> None:
     """Restore the RNG states saved by :func:`gather_rng` for process ``rank``."""
     set_rng_state(rng[rank] if isinstance(rng, list) else rng)
+
+
+def resume_from(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                rank: int) -> tuple[int, float]:
+    """Load a run state's ``model`` and ``optimizer`` state dicts and process ``rank``'s RNG states; returns its
+    ``(step, elapsed_s)``. Loops with more state (a grad scaler, a step total) restore those themselves."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"], rank)
+    return int(state["step"]), float(state["elapsed_s"])
 
 
 def save_run_state(out: str | os.PathLike, state: dict[str, Any]) -> Path:

@@ -256,9 +256,9 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
     from steadyseg.files import atomic_write_json, save_resolved_config
     from steadyseg.train.checkpoint import save_model, torch_load_safe
     from steadyseg.train.data import EpochSampler, SegmentationSamples, collate, steps_for
-    from steadyseg.train.distributed import cleanup, init_distributed_mode, unwrap_model
+    from steadyseg.train.distributed import cleanup, init_distributed_mode, unwrap_model, wrap_ddp
     from steadyseg.train.models import build_teacher, load_init
-    from steadyseg.train.run_state import checkpoint_path, gather_rng, restore_rng, save_run_state, trim_log
+    from steadyseg.train.run_state import checkpoint_path, gather_rng, resume_from, save_run_state, trim_log
 
     cfg = _resolve(kwargs)
     out = Path(out)
@@ -327,15 +327,10 @@ def train_teacher(annotations: str | os.PathLike, images: str | os.PathLike, out
         total_steps = steps_for(cfg["epochs"], per_epoch) if cfg["epochs"] is not None else None
         step, elapsed_before = 0, 0.0
         if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
+            step, elapsed_before = resume_from(resume_state, model, optimizer, dist_info.rank)
             scaler.load_state_dict(resume_state["scaler"])
-            step, total_steps = int(resume_state["step"]), resume_state["total_steps"]
-            elapsed_before = float(resume_state["elapsed_s"])
-            restore_rng(resume_state["rng"], dist_info.rank)
-        if dist_info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+            total_steps = resume_state["total_steps"]
+        model = wrap_ddp(model, dist_info, device)
 
         sampler = EpochSampler(len(samples), batch_size=cfg["batch_size"], seed=cfg["seed"],
                                num_replicas=dist_info.world_size, rank=dist_info.rank,

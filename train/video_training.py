@@ -274,9 +274,9 @@ def train_video_model(videos: Sequence[tuple[str | os.PathLike, str | os.PathLik
     from steadyseg.datasets.video import open_video
     from steadyseg.train.checkpoint import save_model
     from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
-    from steadyseg.train.distributed import cleanup, init_distributed_mode, unwrap_model
+    from steadyseg.train.distributed import cleanup, init_distributed_mode, unwrap_model, wrap_ddp
     from steadyseg.train.loop import Checkpointer, RunFiles, progress_bar, reduce_terms, step_record
-    from steadyseg.train.run_state import open_run_state, restore_rng
+    from steadyseg.train.run_state import open_run_state, resume_from
 
     videos = [(str(f), str(m)) for f, m in videos]
     if not videos:
@@ -335,15 +335,10 @@ def train_video_model(videos: Sequence[tuple[str | os.PathLike, str | os.PathLik
         steps_per_epoch = max(1, math.ceil(clips_per_epoch / (local * dist_info.world_size)))
         step, elapsed_before = 0, 0.0
         if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            step, elapsed_before = int(resume_state["step"]), float(resume_state["elapsed_s"])
-            restore_rng(resume_state["rng"], dist_info.rank)
+            step, elapsed_before = resume_from(resume_state, model, optimizer, dist_info.rank)
         elif main_proc:
             save_model(epoch_path(out, 0), kind="video-model", config=model_config, state_dict=model.state_dict())
-        if dist_info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = wrap_ddp(model, dist_info, device)
         files = RunFiles.open(out, main=main_proc, resume_step=None if resume_state is None else step,
                               config_record={**cfg, "videos": [list(v) for v in videos],
                                              "exact_flows": flows is not None, "world_size": dist_info.world_size,

@@ -171,29 +171,12 @@ def test_bad_inputs_name_the_files(flicker, tmp_path):
                       steps=1, progress=False)
 
 
-def _ddp_worker(rank: int, world: int, port: int, videos, flows, out: str, kwargs: dict) -> None:
-    import os
-
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    train_decoder(videos, out, flows=flows, device="cpu", **kwargs)
-
-
-def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
+def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker, tmp_path, spawn_gloo):
     v, paths = flicker
     videos = [(paths["frames"], paths["predictions"])]
     kwargs = dict(inputs=3, lr=3e-3, seed=1, steps=2, progress=False, crop=(48, 48))
     train_decoder(videos, tmp_path / "one", flows=[v.flows], batch_size=2, device="cpu", **kwargs)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, videos, [v.flows], str(tmp_path / "two"), {**kwargs, "batch_size": 1}),
-             nprocs=2, join=True)
+    spawn_gloo(train_decoder, videos, [v.flows], tmp_path / "two", {**kwargs, "batch_size": 1})
     one = [json.loads(ln) for ln in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     two = [json.loads(ln) for ln in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert two[-1]["world_size"] == 2

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -150,18 +149,12 @@ def test_tiny_teacher_overfits_synthetic_set(synthetic_coco, tmp_path):
     assert rec["eval"]["miou"] >= 0.9, rec["eval"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_ddp_two_gloo_processes(synthetic_coco, tmp_path):
+def test_ddp_two_gloo_processes(synthetic_coco, tmp_path, free_port):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "steadyseg.cli", "train", "teacher",
+           "--master-port", str(free_port), "-m", "steadyseg.cli", "train", "teacher",
            "--annotations", str(synthetic_coco["instances"]), "--images", str(synthetic_coco["images"]),
            "--out", str(out), "--labels", "file", "--architecture", "lraspp_mobilenet_v3_large",
            "--width-mult", "0.25", "--epochs", "2", "--base-size", "32", "--crop-size", "32", "--batch-size", "2",

@@ -4,7 +4,6 @@ fine-tuning, prediction with overlapping clips, ``bench tradeoff`` and the error
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -243,28 +242,13 @@ def test_reference_model_trains_a_few_steps_and_predicts(flicker, tmp_path):
     assert p.shape == (2, 48, 64)  # predicted at 32×48, written at the video's full size
 
 
-def _ddp_worker(rank: int, world: int, port: int, videos, flows, out: str, kwargs: dict) -> None:
-    import os
-
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    train_video_model(videos, out, flows=flows, device="cpu", **kwargs)
-
-
-def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker, tmp_path):
-    import torch.multiprocessing as mp
-
+def test_ddp_two_gloo_processes_equal_one_process_with_the_global_batch(flicker, tmp_path, spawn_gloo):
     v, paths = flicker
     videos = [(paths["frames"], paths["annotations"])]
     kwargs = dict(model=TINY, model_args={"width": 8}, clip_length=3, seed=1, epochs=2, clips_per_epoch=2,
                   progress=False, crop=(40, 40), consistency_weight=1.0, binary=True)
     train_video_model(videos, tmp_path / "one", flows=[v.flows], batch_size=2, device="cpu", **kwargs)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, videos, [v.flows], str(tmp_path / "two"), {**kwargs, "batch_size": 1}),
-             nprocs=2, join=True)
+    spawn_gloo(train_video_model, videos, [v.flows], tmp_path / "two", {**kwargs, "batch_size": 1})
     a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
