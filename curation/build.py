@@ -94,56 +94,6 @@ def relative_box(box: tuple[int, int, int, int], height: int, width: int) -> lis
     return [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height]
 
 
-def rle_run_ends(counts: str | bytes) -> np.ndarray:
-    """COCO compressed RLE ``counts`` → ``(n,)`` int64 cumulative run ends (column-major pixel indices).
-
-    Runs alternate background/foreground, starting with background (run ``k`` covers pixels
-    ``[ends[k-1], ends[k])``, ``ends[-1]`` = H*W). The string is read as pycocotools' ``rleFrString`` reads it
-    (5 bits per character with a continuation bit, sign-extended, runs from the third on stored as the difference
-    to the run two before), vectorised: no full-image array is made. Raises ``ValueError`` for a truncated string.
-    """
-    c = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, np.uint8) - np.uint8(48)
-    if c.size == 0:
-        return np.zeros(0, np.int64)
-    more = (c & 0x20) != 0
-    if more[-1]:
-        raise ValueError("compressed RLE counts end in the middle of a number")
-    is_start = np.empty(c.size, bool)
-    is_start[0] = True
-    np.logical_not(more[:-1], out=is_start[1:])
-    index = np.arange(c.size)
-    shift = (index - np.maximum.accumulate(np.where(is_start, index, 0))) * 5  # 5 bits per char of a number
-    runs = np.add.reduceat((c & 0x1f).astype(np.int64) << shift, np.flatnonzero(is_start))
-    last = ~more
-    negative = (c[last] & 0x10) != 0
-    if negative.any():
-        runs[negative] |= np.int64(-1) << (shift[last][negative] + 5)
-    if runs.size > 3:  # run m > 2 is stored as the difference to run m - 2
-        runs[3::2] = np.cumsum(runs[1::2])[1:]
-        runs[4::2] += np.cumsum(runs[2::2])[:-1]
-    if runs.size and runs.min() < 0:
-        raise ValueError("compressed RLE counts hold a negative run length")
-    return np.cumsum(runs)
-
-
-def decode_rle_window(ends: np.ndarray, height: int, window: tuple[int, int, int, int]) -> np.ndarray:
-    """The ``(y1 - y0, x1 - x0)`` bool crop of an RLE mask inside ``window = (y0, y1, x0, x1)`` (end exclusive).
-
-    ``ends``: the mask's run ends (:func:`rle_run_ends`) of an image ``height`` pixels high. Only the window's
-    columns are expanded, so the cost grows with the window, not with the image; equal to the same crop of
-    pycocotools' full-image ``decode``.
-    """
-    y0, y1, x0, x1 = window
-    first, stop = x0 * height, x1 * height
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1]
-    lengths = np.minimum(ends, stop) - np.maximum(starts, first)
-    np.maximum(lengths, 0, out=lengths)
-    columns = np.repeat((np.arange(ends.size) & 1).astype(bool), lengths).reshape(x1 - x0, height)
-    return np.ascontiguousarray(columns[:, y0:y1].T)
-
-
 def _sub_crop(crop: np.ndarray, window: tuple[int, int, int, int],
               box: tuple[int, int, int, int] | None) -> np.ndarray | None:
     """The part of a window crop inside ``box`` (both ``(y0, y1, x0, x1)`` in image pixels), C-contiguous bool."""
@@ -230,7 +180,7 @@ def _image_payload(image: dict[str, Any], orig_anns: list[dict[str, Any]], ref_a
 
     A bad annotation raises :class:`~steadyseg.errors.InputError` naming its file (``sources``: the original and
     the refined COCO file)."""
-    from steadyseg.datasets.coco import rle_bbox, segmentation_to_rle
+    from steadyseg.datasets.coco import decode_rle_window, rle_bbox, rle_run_ends, segmentation_to_rle
 
     def to_rle(ann: dict[str, Any], source: str) -> dict[str, Any]:
         """The annotation's compressed RLE (``counts`` a str; canonical, so equal masks give equal strings)."""

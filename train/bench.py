@@ -420,8 +420,9 @@ def run_bench(videos: Sequence[dict[str, Any]], out: str | os.PathLike, **kwargs
                       "checkpoint_mtime": None if r.checkpoint is None else r.checkpoint.stat().st_mtime}
             if r.kind == "decoder+wgf3d" and r.name in done:
                 inputs["base"] = str(done[r.name]["masks"])
-            if r.postprocess() is not None:  # a changed filter default must not reuse the old masks
-                inputs["postprocess"] = dict(zip(("method", "params"), r.postprocess()))
+            post = r.postprocess()
+            if post is not None:  # a changed filter default must not reuse the old masks
+                inputs["postprocess"] = {"method": post[0], "params": post[1]}
             masks, fps = _produce(r, v, row_dir, inputs, cfg, done)
             if r.kind == "decoder":
                 done[r.name] = {"masks": masks, "fps": fps}

@@ -292,14 +292,13 @@ def _real_and_edge_rles(coco80):
 def test_rle_window_decode_equals_pycocotools_full_decode(coco80):
     """Run ends parsed from the compressed string, and masks decoded inside windows (tight box, box grown past the
     image borders, the whole image), equal the crops of pycocotools' full-image decode."""
-    from steadyseg.curation import build as B
     from steadyseg.curation.metrics import mask_bbox
-    from steadyseg.datasets.coco import rle_to_mask
+    from steadyseg.datasets.coco import decode_rle_window, rle_run_ends, rle_to_mask
 
     n = 0
     for rle, h, w in _real_and_edge_rles(coco80):
         full = rle_to_mask(rle)
-        ends = B.rle_run_ends(rle["counts"])
+        ends = rle_run_ends(rle["counts"])
         assert ends[-1] == h * w and np.all(np.diff(ends) >= 0)
         flat = np.zeros(h * w, bool)
         for start, stop in zip(ends[0::2], ends[1::2]):
@@ -309,13 +308,13 @@ def test_rle_window_decode_equals_pycocotools_full_decode(coco80):
         grown = (max(box[0] - 9, 0), min(box[1] + 9, h), max(box[2] - 9, 0), min(box[3] + 9, w)) if box else None
         for window in ([box, grown] if box else []) + [(0, h, 0, w)]:
             y0, y1, x0, x1 = window
-            crop = B.decode_rle_window(ends, h, window)
+            crop = decode_rle_window(ends, h, window)
             assert crop.flags.c_contiguous and crop.dtype == bool
             assert np.array_equal(crop, full[y0:y1, x0:x1]), window
         n += 1
     assert n > 800
     with pytest.raises(ValueError, match="middle of a number"):
-        B.rle_run_ends("0`")  # '`' = 48 + 0x30: a continuation bit and nothing after it
+        rle_run_ends("0`")  # '`' = 48 + 0x30: a continuation bit and nothing after it
 
 
 def test_npy_header_and_serialized_masks_equal_np_save():
