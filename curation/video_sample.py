@@ -171,17 +171,6 @@ def video_metadata(clip: EncodedClip):
                             encoding_str=ENCODING_STR)
 
 
-def _write_png(path: Path, image: np.ndarray) -> str:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), image):
-        raise ValueError(f"{path}: could not write the label PNG")
-    os.replace(tmp, path)
-    return str(path.resolve())
-
-
 def write_frame_labels(out_dir: str | os.PathLike, t: int, *, mask: np.ndarray, heat: np.ndarray,
                        regions: np.ndarray, size: tuple[int, int]) -> dict[str, str]:
     """Write frame ``t``'s labels as 8-bit grayscale PNGs, zero-padded to the video's ``size = (height, width)``.
@@ -194,12 +183,15 @@ def write_frame_labels(out_dir: str | os.PathLike, t: int, *, mask: np.ndarray, 
     Returns:
         ``{"masks", "flicker_map", "flicker_regions"}`` -> absolute PNG path.
     """
+    from steadyseg.datasets.masks import write_label_png
+
     root = Path(out_dir) / LABEL_DIR
     out = {}
     for field, image in (("masks", mask), ("flicker_map", heat), ("flicker_regions", regions)):
         if image.dtype != np.uint8 or image.ndim != 2:
             raise ValueError(f"{field} of frame {t}: expected (H, W) uint8, got {image.shape} {image.dtype}")
-        out[field] = _write_png(root / field / f"{t:05d}.png", pad_to(image, *size, mode="zero"))
+        path = write_label_png(root / field / f"{t:05d}.png", pad_to(image, *size, mode="zero"), reading="label-png")
+        out[field] = str(path.resolve())
     return out
 
 
