@@ -24,7 +24,9 @@ of frame t also reads a *guide* (:func:`neighbour_guide`): the teacher probabili
 (0 where the neighbour is outside the video) — ``2K·(C + 1)`` extra channels per frame. The guide of a frame
 does not depend on the window, so a sliding-window predictor still encodes each frame once. A causal model reads
 the ``2K`` *previous* frames ``t−2K … t−1`` instead (:func:`guide_offsets` with ``causal``): the same channels,
-and no future frame.
+and no future frame. With ``base="vote"`` a flow-guided decoder corrects the *vote* of the frame and its warped
+neighbours (:func:`neighbour_vote`, at the teacher's resolution) instead of the teacher itself: an untrained one
+then returns exactly that non-learned vote, and training starts from it.
 
 ``MODEL_KINDS["decoder"]`` (:mod:`steadyseg.train.checkpoint`) rebuilds the model from the config written into
 ``RUN/model.pt`` (:func:`build_decoder_from_config`).
@@ -40,12 +42,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["DECODER_ENCODERS", "MultiInputDecoder", "build_decoder", "build_decoder_from_config", "teacher_logits",
-           "soften_onehot", "neighbour_guide", "guide_offsets", "MODEL_CONFIG_KEYS"]
+           "soften_onehot", "neighbour_guide", "neighbour_vote", "guide_offsets", "MODEL_CONFIG_KEYS", "DECODER_BASES"]
 
 DECODER_ENCODERS = ("small", "deeplabv3")
+#: what the correction is added to: the teacher's probabilities, or (flow-guided only) the neighbour vote
+DECODER_BASES = ("teacher", "vote")
 #: the keys of a decoder's ``model.pt`` config that rebuild the network
 MODEL_CONFIG_KEYS = ("num_classes", "inputs", "encoder", "width", "hidden", "eps", "flow_guided",
-                     "feature_channels")
+                     "feature_channels", "base")
 _FRAME_MEAN, _FRAME_STD = 0.5, 0.25
 
 
@@ -133,6 +137,30 @@ def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, n
     return torch.cat(parts)
 
 
+def neighbour_vote(probs: Tensor, guide: Tensor, *, num_classes: int) -> Tensor:
+    """The non-learned flow vote of a frame: the mean of its own probabilities and those of every valid warped
+    neighbour, pixel by pixel.
+
+    Args:
+        probs: ``(..., C, H, W)`` float probabilities of the frame (the teacher's).
+        guide: ``(..., 2K·(C + 1), H, W)`` its :func:`neighbour_guide` (each neighbour: ``valid · W(P_n)``, then
+            ``valid``).
+        num_classes: C.
+
+    Returns:
+        ``(..., C, H, W)``: ``(P_t + Σ_n valid_n·W(P_n)) / (1 + Σ_n valid_n)`` — sums to 1 where ``probs`` does;
+        where no neighbour is valid (e.g. the first frame of a causal model), ``P_t`` itself.
+    """
+    c = int(num_classes)
+    if probs.shape[-3] != c or guide.shape[-3] % (c + 1) or guide.shape[:-3] != probs.shape[:-3] \
+            or guide.shape[-2:] != probs.shape[-2:]:
+        raise ValueError(f"neighbour_vote: expected probs (..., {c}, H, W) and a guide (..., k·{c + 1}, H, W) of the "
+                         f"same size, got {tuple(probs.shape)} and {tuple(guide.shape)}")
+    parts = guide.unflatten(-3, (guide.shape[-3] // (c + 1), c + 1))  # (..., 2K, C + 1, H, W)
+    total = probs + parts[..., :c, :, :].sum(dim=-4)
+    return total / (1.0 + parts[..., c:, :, :].sum(dim=-4))
+
+
 def _conv(cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation),
                          nn.ReLU(inplace=True))
@@ -158,16 +186,22 @@ class MultiInputDecoder(nn.Module):
         eps: probability clip of :func:`teacher_logits`.
         flow_guided: the mask encoder also reads each frame's :func:`neighbour_guide` (``guide_channels``).
         feature_channels: C_b of the backbone features (``"deeplabv3"`` only).
+        base: ``"teacher"`` (the paper: the correction is added to the teacher's logits) or ``"vote"`` (flow-guided
+            only: added to the logits of :func:`neighbour_vote`, computed from ``probs`` and ``guide``).
 
     ``forward(frames (B, N, 3, H, W) float in [0, 1], probs (B, N, C, H, W) float in [0, 1], guide=None)`` →
-    ``(B, N, C, H, W)`` float logits = ``teacher_logits(probs) + correction`` upsampled to ``(H, W)``; ``guide``
-    ``(B, N, guide_channels, H, W)`` is required exactly when ``flow_guided``.
+    ``(B, N, C, H, W)`` float logits = ``teacher_logits(base probs) + correction`` upsampled to ``(H, W)``;
+    ``guide`` ``(B, N, guide_channels, H, W)`` is required exactly when ``flow_guided``.
     """
 
     def __init__(self, *, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16,
                  hidden: int = 16, eps: float = 1e-4, flow_guided: bool = False,
-                 feature_channels: int | None = None):
+                 feature_channels: int | None = None, base: str = "teacher"):
         super().__init__()
+        if base not in DECODER_BASES:
+            raise ValueError(f"unknown decoder base {base!r}; expected one of {DECODER_BASES}")
+        if base == "vote" and not flow_guided:
+            raise ValueError("base 'vote' needs a flow-guided decoder (the vote is made of the guide)")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if inputs < 1:
@@ -179,7 +213,7 @@ class MultiInputDecoder(nn.Module):
         if not 0.0 < eps < 1.0 / num_classes:
             raise ValueError(f"eps must be in (0, 1/C), got {eps}")
         self.num_classes, self.inputs, self.eps = int(num_classes), int(inputs), float(eps)
-        self.flow_guided = bool(flow_guided)
+        self.flow_guided, self.base = bool(flow_guided), base
         self.guide_channels = len(guide_offsets(inputs)) * (num_classes + 1) if flow_guided else 0
         if flow_guided and self.guide_channels == 0:
             raise ValueError("flow_guided needs inputs >= 3 (at least one neighbour on each side)")
@@ -255,30 +289,36 @@ class MultiInputDecoder(nn.Module):
         self._check(frames, probs, inputs=self.inputs)
         return self.decode(self.encode(frames, probs, guide))
 
+    def base_probs(self, probs: Tensor, guide: Tensor | None) -> Tensor:
+        """What the correction is added to: ``probs`` (base ``"teacher"``) or their :func:`neighbour_vote`."""
+        return probs if self.base == "teacher" else neighbour_vote(probs, guide, num_classes=self.num_classes)
+
     def forward(self, frames: Tensor, probs: Tensor, guide: Tensor | None = None) -> Tensor:
         delta = self.correction(frames, probs, guide)
         b, n, c = delta.shape[:3]
         up = F.interpolate(delta.flatten(0, 1), size=probs.shape[3:], mode="bilinear", align_corners=False)
-        return teacher_logits(probs, eps=self.eps) + up.view(b, n, c, *probs.shape[3:])
+        return teacher_logits(self.base_probs(probs, guide), eps=self.eps) + up.view(b, n, c, *probs.shape[3:])
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, inputs={self.inputs}, eps={self.eps}, flow_guided={self.flow_guided}"
+        return (f"num_classes={self.num_classes}, inputs={self.inputs}, eps={self.eps}, "
+                f"flow_guided={self.flow_guided}, base={self.base}")
 
 
 def build_decoder(*, num_classes: int, inputs: int = 7, encoder: str = "small", width: int = 16, hidden: int = 16,
                   eps: float = 1e-4, flow_guided: bool = False,
-                  feature_channels: int | None = None) -> MultiInputDecoder:
-    """A :class:`MultiInputDecoder` (untrained: it returns the teacher's logits)."""
+                  feature_channels: int | None = None, base: str = "teacher") -> MultiInputDecoder:
+    """A :class:`MultiInputDecoder` (untrained: it returns the logits of its base, the teacher's or the vote's)."""
     return MultiInputDecoder(num_classes=num_classes, inputs=inputs, encoder=encoder, width=width, hidden=hidden,
-                             eps=eps, flow_guided=flow_guided, feature_channels=feature_channels)
+                             eps=eps, flow_guided=flow_guided, feature_channels=feature_channels, base=base)
 
 
 def build_decoder_from_config(config: dict[str, Any]) -> MultiInputDecoder:
     """Rebuild a decoder from a ``model.pt`` config (keys :data:`MODEL_CONFIG_KEYS`)."""
-    missing = [k for k in MODEL_CONFIG_KEYS if k not in config and k not in ("flow_guided", "feature_channels")]
+    optional = ("flow_guided", "feature_channels", "base")  # absent from older configs: their defaults
+    missing = [k for k in MODEL_CONFIG_KEYS if k not in config and k not in optional]
     if missing:
         raise ValueError(f"decoder config lacks {missing}")
     return build_decoder(num_classes=int(config["num_classes"]), inputs=int(config["inputs"]),
                          encoder=str(config["encoder"]), width=int(config["width"]), hidden=int(config["hidden"]),
                          eps=float(config["eps"]), flow_guided=bool(config.get("flow_guided", False)),
-                         feature_channels=config.get("feature_channels"))
+                         feature_channels=config.get("feature_channels"), base=str(config.get("base", "teacher")))

@@ -1,8 +1,9 @@
 """``steadyseg train decoder``: the multi-input decoder trained with the consistency loss on unlabeled video.
 
     steadyseg train decoder --frames DIR --teacher DIR [--frames DIR --teacher DIR ...] --out RUN
-        [--inputs 7] [--causal] [--flow-guided] [--encoder small|deeplabv3 --encoder-checkpoint PATH] [--size H W] [--lambda-data F] [--minutes M | --steps S]
-        [--seed S] [--resume]
+        [--inputs 7] [--causal] [--flow-guided [--base teacher|vote]]
+        [--encoder small|deeplabv3 --encoder-checkpoint PATH] [--size H W] [--lambda-data F]
+        [--balance windows|videos [--balance-power P]] [--minutes M | --steps S] [--seed S] [--resume]
 
 ``--frames``/``--teacher`` pairs are matched in order. Flags default to None;
 :data:`steadyseg.train.decoder_training.DECODER_DEFAULTS` keeps the defaults. The flags shared with
@@ -16,7 +17,8 @@ import argparse
 #: flags of every video-training command (decoder, ti), forwarded to train_decoder when set
 COMMON_FLAGS = ["width", "hidden", "size", "crop", "hflip_prob", "confidence", "binary", "num_classes", "lr",
                 "batch_size", "steps", "minutes", "seed", "checkpoint_every", "device", "amp", "resume"]
-_DECODER_FLAGS = ["inputs", "causal", "flow_guided", "encoder", "encoder_checkpoint", "lambda_data", "flow", "preset", "cache_dir", "flow_jobs"]
+_DECODER_FLAGS = ["inputs", "causal", "flow_guided", "base", "encoder", "encoder_checkpoint", "lambda_data", "balance",
+                  "balance_power", "flow", "preset", "cache_dir", "flow_jobs"]
 
 
 def add_video_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,11 +78,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="online model: frame t is predicted from frames t-N+1..t only (streaming)")
     parser.add_argument("--flow-guided", action="store_true", default=None,
                         help="the decoder also reads the neighbours' teacher outputs warped into each frame by flow")
+    parser.add_argument("--base", choices=("teacher", "vote"), default=None,
+                        help="what the learned correction is added to: the teacher (default, the paper) or, with "
+                             "--flow-guided, the vote of each frame and its neighbours warped by flow")
     parser.add_argument("--encoder", choices=("small", "deeplabv3"), default=None,
                         help="frame encoder: small (from scratch, default) or deeplabv3 (frozen, features cached)")
     parser.add_argument("--encoder-checkpoint", default=None, metavar="PATH",
                         help="deeplabv3: a teacher model.pt or a torchvision deeplabv3_resnet50 checkpoint")
     parser.add_argument("--lambda-data", type=float, default=None, help="weight of the CE-to-teacher term (0.5)")
+    parser.add_argument("--balance", choices=("windows", "videos"), default=None,
+                        help="windows: uniform over all windows (the paper, default); videos: every video equally "
+                             "often, its consistency term weighted by its teacher's flicker (same relative gain asked "
+                             "of every video)")
+    parser.add_argument("--balance-power", type=float, default=None, metavar="P",
+                        help="--balance videos: weights ∝ (1 / teacher flicker) ** P, P in [0, 1] "
+                             "(1; 0 = no weights)")
     parser.add_argument("--flow", choices=("dis", "farneback"), default=None, help="flow backend (dis)")
     parser.add_argument("--preset", choices=("ultrafast", "fast", "medium"), default=None, help="DIS preset (medium)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="flow cache (default RUN/cache/flow)")

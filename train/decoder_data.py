@@ -16,9 +16,11 @@ flows go to a second :class:`~steadyseg.datasets.flow.FlowCache` under ``cache_d
 full-resolution flow's key and the size) when a cache is used, else they are kept in memory.
 
 :func:`sample_window` draws one training window: a uniformly random window of N consecutive frames among every
-window of every video, optionally a random crop and a horizontal flip (flow dx negated, validity flipped, and
-pixels whose correspondence leaves the crop marked invalid). Every random choice is a function of
-``(seed, step, index)`` only, so training resumes exactly and a DDP run sees the same samples as one process.
+window of every video (``balance="windows"``, the paper's sampling: a long video is drawn more often) or a uniformly
+random video and then one of its windows (``balance="videos"``), optionally a random crop and a horizontal flip
+(flow dx negated, validity flipped, and pixels whose correspondence leaves the crop marked invalid). Every random
+choice is a function of ``(seed, step, index)`` only, so training resumes exactly and a DDP run sees the same
+samples as one process.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import numpy as np
 import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
-           "sample_window", "video_guide", "Window", "teacher_format", "read_teacher_probs"]
+           "sample_window", "video_guide", "Window", "teacher_format", "read_teacher_probs", "teacher_flicker",
+           "video_balance_weights"]
 
 FlowFn = Callable[[int, int], np.ndarray]
 
@@ -324,8 +327,11 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
 
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
                   crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
-                  pair_window: int | None = None, causal: bool = False) -> Window:
+                  pair_window: int | None = None, causal: bool = False, balance: str = "windows") -> Window:
     """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
+
+    ``balance="windows"`` draws uniformly among every window of every video; ``"videos"`` draws a video uniformly,
+    then one of its windows uniformly (every video is seen equally often, whatever its length).
 
     ``flows``/``valid`` hold the ordered pairs with ``|p − q| ≤ pair_window`` (``None``: every pair of the window;
     the videos must have been loaded with at least that ``pair_window``).
@@ -336,10 +342,16 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     from steadyseg.warp import out_of_frame_torch
 
     rng = np.random.default_rng([int(seed), int(step), int(index)])
-    cum = _window_index(videos, inputs)
-    k = int(rng.integers(int(cum[-1])))
-    vi = int(np.searchsorted(cum, k, side="right"))
-    start = k - (int(cum[vi - 1]) if vi else 0)
+    if balance == "windows":
+        cum = _window_index(videos, inputs)
+        k = int(rng.integers(int(cum[-1])))
+        vi = int(np.searchsorted(cum, k, side="right"))
+        start = k - (int(cum[vi - 1]) if vi else 0)
+    elif balance == "videos":
+        vi = int(rng.integers(len(videos)))
+        start = int(rng.integers(len(videos[vi]) - inputs + 1))
+    else:
+        raise ValueError(f"balance must be 'windows' or 'videos', got {balance!r}")
     video = videos[vi]
     h, w = video.frames.shape[1:3]
     ch, cw = (h, w) if crop is None else (min(int(crop[0]), h), min(int(crop[1]), w))
@@ -380,3 +392,64 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     if crop is not None:  # a correspondence that leaves the crop is not valid in it
         valid = {(p, q): m & ~out_of_frame_torch(flows[(q, p)]) for (p, q), m in valid.items()}
     return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi, start=start)
+
+
+def teacher_flicker(video: DecoderVideo, *, inputs: int) -> float:
+    """How much the teacher of one training video flickers: the consistency loss
+    (:func:`steadyseg.losses.consistency_loss`, every ordered pair, the cached validity masks) of its hard labels
+    (the argmax of its probabilities, one-hot) over the non-overlapping windows of ``inputs`` frames (starts 0, N,
+    2N, … and the last window), averaged — the share of valid pixels whose label a neighbour's warped label
+    contradicts, in [0, 1]. ``inputs`` = 1 (no pair) gives 0.
+    """
+    from steadyseg.losses import consistency_loss
+
+    n = int(inputs)
+    if n < 2:
+        return 0.0
+    t = len(video)
+    starts = sorted(set(range(0, t - n + 1, n)) | {t - n})
+    losses = []
+    for s in starts:
+        probs = torch.from_numpy(video.probs[s:s + n].astype(np.float32))
+        onehot = torch.nn.functional.one_hot(probs.argmax(dim=1), probs.shape[1]).permute(0, 3, 1, 2).float()
+        flows, valid = {}, {}
+        for p in range(n):
+            for q in range(n):
+                if p != q:
+                    f_pq, m_qp = video.pairs.get(s + p, s + q)
+                    flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq)).permute(2, 0, 1)[None]
+                    valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp))[None, None]
+        losses.append(float(consistency_loss(onehot[None], flows, valid)["consistency"]))
+    return float(np.mean(losses))
+
+
+def video_balance_weights(flicker: Sequence[float], *, power: float = 1.0, max_ratio: float = 10.0) -> list[float]:
+    """Per-video weights of the consistency term that make every video's *relative* improvement count alike.
+
+    ``w_v ∝ (1 / flicker_v) ** power``, scaled so that ``mean_v(w_v · flicker_v) = mean(flicker)``, then clipped
+    to ``[1 / max_ratio, max_ratio]``. ``power`` 1 gives ``w_v = mean(flicker) / flicker_v``: a window of a video
+    whose teacher flickers little weighs more, so one model does not serve the worst-flickering video and leave the
+    stable ones as they are; ``power`` 0.5 goes half way (in log scale) from uniform weights to that, 0 gives all
+    ones. With uniform video sampling the consistency term starts at the size it had without weights (before
+    clipping), so ``lambda_data`` keeps its meaning. Videos with zero flicker get weight ``max_ratio``; all-zero
+    flicker gives all ones.
+
+    >>> video_balance_weights([0.01, 0.03])
+    [2.0, 0.6666666666666667]
+    """
+    f = np.asarray(flicker, dtype=np.float64)
+    if f.size == 0 or np.any(f < 0) or not np.all(np.isfinite(f)):
+        raise ValueError(f"flicker values must be finite and >= 0, got {list(flicker)}")
+    if max_ratio < 1:
+        raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"power must be in [0, 1], got {power}")
+    mean = float(f.mean())
+    if mean == 0.0:
+        return [1.0] * f.size
+    pos = f > 0
+    raw = np.ones_like(f)
+    raw[pos] = (mean / f[pos]) ** float(power)
+    raw[pos] *= mean / float(np.mean(np.where(pos, raw * f, 0.0))) if power > 0 else 1.0
+    w = np.where(pos, raw, max_ratio)
+    return [float(v) for v in np.clip(w, 1.0 / max_ratio, max_ratio)]

@@ -21,7 +21,10 @@ predict --checkpoint RUN/model.pt --frames DIR --teacher DIR --out DIR``).
 - Flow-guided models (``config["flow_guided"]``): each frame's guide (its neighbours' teacher probabilities warped
   into it, :func:`~steadyseg.train.decoder.neighbour_guide`) is built with the training flow backend/preset,
   computed at full size and resized like the training flows. Causal flow-guided models build it from the previous
-  frames only, so they stream too (``DecoderStream.step(frame, probs, guide)``).
+  frames only, so they stream too (``DecoderStream.step(frame, probs, guide)``). A model with base ``"vote"``
+  adds its correction to the vote of the frame and its warped neighbours
+  (:func:`~steadyseg.train.decoder.neighbour_vote`) made at full size from full-size flows, the same way the
+  teacher base stays at full size.
 
 Masks are written in the teacher's format (``reading``/``palette`` attributes: DAVIS-2016 {0, 255}, palette PNGs
 with the teacher's palette, label PNGs; palette PNGs for a soft teacher).
@@ -73,13 +76,19 @@ class _Runner:
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             return self.model.decode(torch.stack(feats)[None]).float()[0]
 
-    def finish(self, correction: torch.Tensor, probs: np.ndarray) -> np.ndarray:
-        """Upsample a ``(C, h', w')`` correction to the teacher's ``(H, W)``, add its logits → ``(C, H, W)`` probs."""
+    def finish(self, correction: torch.Tensor, probs: np.ndarray,
+               full_guide: torch.Tensor | None = None) -> np.ndarray:
+        """Upsample a ``(C, h', w')`` correction to the teacher's ``(H, W)`` and add it to the logits of the model's
+        base (the teacher's ``(C, H, W)`` probs, or their vote with the ``(G, H, W)`` full-size guide) → probs."""
         from steadyseg.train.decoder import teacher_logits
 
         corr = F.interpolate(correction[None], size=probs.shape[1:], mode="bilinear", align_corners=False)[0]
-        base = teacher_logits(torch.from_numpy(probs).to(self.device), eps=self.model.eps)
-        return (base + corr).softmax(dim=0).cpu().numpy()
+        p = torch.from_numpy(probs).to(self.device)
+        if getattr(self.model, "base", "teacher") == "vote":
+            if full_guide is None:
+                raise ValueError("a decoder with base 'vote' needs the full-size guide of each frame")
+            p = self.model.base_probs(p, full_guide.to(self.device))
+        return (teacher_logits(p, eps=self.model.eps) + corr).softmax(dim=0).cpu().numpy()
 
 
 class DecoderStream:
@@ -96,7 +105,8 @@ class DecoderStream:
 
     ``step(frame (H, W, 3) uint8 RGB, teacher_probs (C, H, W) float32, guide=None)`` → ``(C, H, W) float32``
     probabilities; ``guide`` ``(G, h, w)`` at the model size is required for a flow-guided model (built from the
-    previous frames, :func:`~steadyseg.train.decoder.guide_offsets` with ``causal=True``).
+    previous frames, :func:`~steadyseg.train.decoder.guide_offsets` with ``causal=True``), and ``full_guide``
+    ``(G, H, W)``, the same at the teacher's size, for a model with base ``"vote"``.
     """
 
     def __init__(self, model: nn.Module, *, size: tuple[int, int] | None = None,
@@ -108,11 +118,12 @@ class DecoderStream:
     def reset(self) -> None:
         self._feats: list[torch.Tensor] = []
 
-    def step(self, frame: np.ndarray, teacher_probs: np.ndarray, guide: torch.Tensor | None = None) -> np.ndarray:
+    def step(self, frame: np.ndarray, teacher_probs: np.ndarray, guide: torch.Tensor | None = None,
+             full_guide: torch.Tensor | None = None) -> np.ndarray:
         self._feats.append(self._run.encode(frame, teacher_probs, guide))
         self._feats = self._feats[-self.inputs:]
         window = [self._feats[0]] * (self.inputs - len(self._feats)) + self._feats
-        return self._run.finish(self._run.decode(window)[-1], teacher_probs)
+        return self._run.finish(self._run.decode(window)[-1], teacher_probs, full_guide)
 
 
 class DecoderPredictor:
@@ -170,10 +181,11 @@ class DecoderPredictor:
                                   confidence=float(self.config["confidence"]))
 
     def _guides(self, frames, size: tuple[int, int]):
-        """``guide(t)`` → the flow-guided input of frame ``t`` at the model size; flows computed with the training
-        flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows, kept while needed.
-        The full-size flows go through a flow cache: ``flow_cache`` (a folder), the persistent default cache
-        (``None``, as ``steadyseg measure``), or none (``False``)."""
+        """``guide(t)`` → ``(guide at the model size, guide at full size or None)`` of frame ``t``: the flow-guided
+        input, and, for a model with base ``"vote"``, the full-size guide its vote is made of. Flows are computed
+        with the training flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows,
+        kept while needed. The full-size flows go through a flow cache: ``flow_cache`` (a folder), the persistent
+        default cache (``None``, as ``steadyseg measure``), or none (``False``)."""
         from steadyseg.datasets.flow import FlowProvider, default_flow_cache_dir
         from steadyseg.train.decoder import guide_offsets, neighbour_guide
         from steadyseg.train.decoder_data import resize_flow, resize_probs
@@ -185,32 +197,45 @@ class DecoderPredictor:
                                 preset=self.config.get("preset", "medium"), cache_dir=cache, memory_items=0)
         offsets = guide_offsets(self.inputs, causal=self.causal)
         k = max(abs(d) for d in offsets)  # flows and probabilities older than t − k are no longer needed
-        flows: dict[tuple[int, int], torch.Tensor] = {}
-        probs: dict[int, torch.Tensor] = {}
+        full = getattr(self.model, "base", "teacher") == "vote"
+        full_size = tuple(frames.size)
+        flows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        probs: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
 
-        def flow(a: int, b: int) -> torch.Tensor:
+        def flow(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """F[a→b] at the model size, and at full size when the vote needs it."""
             if (a, b) not in flows:
-                flows[(a, b)] = torch.from_numpy(resize_flow(provider(a, b), size)).permute(2, 0, 1)
+                f = provider(a, b)
+                flows[(a, b)] = (torch.from_numpy(resize_flow(f, size)).permute(2, 0, 1),
+                                 torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) if full else None)
             return flows[(a, b)]
 
-        def guide(t: int) -> torch.Tensor:
+        def one(neighbours, at: tuple[int, int]) -> torch.Tensor:
+            return neighbour_guide(neighbours, num_classes=self.num_classes, size=at)
+
+        def guide(t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             for key in [key for key in flows if min(key) < t - k]:
                 del flows[key]
             for key in [key for key in probs if key < t - k]:
                 del probs[key]
-            neighbours = []
+            small, big = [], []
             for d in offsets:
                 n = t + d
                 if not 0 <= n < len(frames):
-                    neighbours.append(None)
+                    small.append(None)
+                    big.append(None)
                     continue
                 if n not in probs:
-                    probs[n] = torch.from_numpy(np.ascontiguousarray(resize_probs(self._teacher(n), size),
-                                                                     dtype=np.float32))
-                f_tn, f_nt = flow(t, n), flow(n, t)
+                    p = self._teacher(n)
+                    probs[n] = (torch.from_numpy(np.ascontiguousarray(resize_probs(p, size), dtype=np.float32)), p)
+                (f_tn, f_tn_full), (f_nt, f_nt_full) = flow(t, n), flow(n, t)
                 valid = valid_mask_torch(f_tn[None], f_nt[None])[0, 0]  # M[n→t] on t's pixels
-                neighbours.append((probs[n], f_tn, valid))
-            return neighbour_guide(neighbours, num_classes=self.num_classes, size=size)
+                small.append((probs[n][0], f_tn, valid))
+                if full:
+                    valid_full = valid_mask_torch(f_tn_full[None], f_nt_full[None])[0, 0]
+                    big.append((torch.from_numpy(np.ascontiguousarray(probs[n][1], dtype=np.float32)), f_tn_full,
+                                valid_full))
+            return one(small, size), (one(big, full_size) if full else None)
 
         return guide
 
@@ -225,7 +250,8 @@ class DecoderPredictor:
                                        backbone=self.backbone)
                 guide = self._guides(frames, self.size or tuple(frames.size)) if self.flow_guided else None
                 for i in range(len(frames)):  # guide(i) reads frames i − 2K … i only
-                    yield i, stream.step(frames[i], self._teacher(i), None if guide is None else guide(i))
+                    g, g_full = (None, None) if guide is None else guide(i)
+                    yield i, stream.step(frames[i], self._teacher(i), g, g_full)
                 return
             yield from self._offline(frames)
 
@@ -234,6 +260,7 @@ class DecoderPredictor:
         t_total, n = len(frames), self.inputs
         guide = self._guides(frames, self.size or tuple(frames.size)) if self.flow_guided else None
         feats: dict[int, torch.Tensor] = {}
+        full_guides: dict[int, torch.Tensor | None] = {}
         teacher: dict[int, np.ndarray] = {}
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
@@ -244,7 +271,8 @@ class DecoderPredictor:
             for i in sorted(set(idx)):
                 if i not in feats:
                     teacher[i] = self._teacher(i)
-                    feats[i] = run.encode(frames[i], teacher[i], None if guide is None else guide(i))
+                    g, full_guides[i] = (None, None) if guide is None else guide(i)
+                    feats[i] = run.encode(frames[i], teacher[i], g)
             delta = run.decode([feats[i] for i in idx])
             for j, i in enumerate(idx):
                 if j and i == idx[j - 1]:  # a repeated (clamped) frame counts once per window
@@ -254,6 +282,6 @@ class DecoderPredictor:
             done = t_total if s == last_start else s + 1  # frames < done get no further window
             while next_out < done:
                 i = next_out
-                yield i, run.finish(sums.pop(i) / counts.pop(i), teacher.pop(i))
+                yield i, run.finish(sums.pop(i) / counts.pop(i), teacher.pop(i), full_guides.pop(i))
                 feats.pop(i)  # windows from s + 1 on start after frame i
                 next_out += 1

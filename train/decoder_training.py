@@ -11,8 +11,12 @@ Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive fram
                   drift to an all-background mask, labels kept it)
 
 averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
-the batch). Adam with a constant learning rate. ``objective="ti"`` trains the TI baseline instead (N = 1,
-:mod:`steadyseg.train.ti`) with the same loop, outputs and resume.
+the batch). ``balance="videos"`` draws every video equally often and multiplies a window's consistency term by its
+video's weight (:func:`steadyseg.train.decoder_data.video_balance_weights` of the teachers' flicker, written to
+``config.yaml`` as ``video_flicker`` / ``video_weights``): the loss then asks for the same *relative* gain on every
+video instead of serving the worst-flickering one (the per-sequence target of the benchmark is relative). Adam with
+a constant learning rate. ``objective="ti"`` trains the TI baseline instead (N = 1, :mod:`steadyseg.train.ti`) with
+the same loop, outputs and resume.
 
 Outputs under ``out`` (process 0)::
 
@@ -50,6 +54,7 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "inputs": 7,
     "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
     "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
+    "base": "teacher",        # what the correction is added to: "teacher", or "vote" (flow-guided: the flow vote)
     "encoder": "small",       # "small" (from scratch) or "deeplabv3" (frozen backbone of encoder_checkpoint)
     "encoder_checkpoint": None,
     "width": 16,
@@ -62,6 +67,8 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "binary": False,
     "num_classes": None,      # None: from the teachers (soft: their channels; hard: max label + 1, at least 2)
     "lambda_data": 0.5,
+    "balance": "windows",     # "windows" (the paper: uniform over all windows) or "videos" (uniform videos, weighted)
+    "balance_power": 1.0,     # balance "videos": weights ∝ (1 / teacher flicker) ** power (0: unweighted)
     "objective": "consistency",  # "consistency" (the paper's flow loss) or "ti" (the TI baseline, inputs = 1)
     "alpha": 0.95,            # TI: weight of the transform-invariance term
     "lr": 1e-3,
@@ -171,6 +178,14 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
     if int(cfg["batch_size"]) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["base"] not in ("teacher", "vote"):
+        raise ValueError(f"base must be 'teacher' or 'vote', got {cfg['base']!r}")
+    if cfg["base"] == "vote" and not cfg["flow_guided"]:
+        raise ValueError("base 'vote' is the flow vote of the guide: it needs flow_guided (--flow-guided)")
+    if cfg["balance"] not in ("windows", "videos"):
+        raise ValueError(f"balance must be 'windows' or 'videos', got {cfg['balance']!r}")
+    if not 0.0 <= float(cfg["balance_power"]) <= 1.0:
+        raise ValueError(f"balance_power must be in [0, 1], got {cfg['balance_power']}")
     if cfg["objective"] not in ("consistency", "ti"):
         raise ValueError(f"objective must be 'consistency' or 'ti', got {cfg['objective']!r}")
     if cfg["objective"] == "ti" and (int(cfg["inputs"]) != 1 or cfg["flow_guided"] or cfg["causal"]):
@@ -215,8 +230,9 @@ def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str,
     return {"num_classes": num_classes, "inputs": int(cfg["inputs"]), "encoder": cfg["encoder"],
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
-            "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "flow": cfg["flow"],
-            "preset": cfg["preset"], "feature_channels": None if backbone is None else backbone.channels,
+            "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "base": cfg["base"],
+            "flow": cfg["flow"], "preset": cfg["preset"],
+            "feature_channels": None if backbone is None else backbone.channels,
             "encoder_checkpoint": cfg["encoder_checkpoint"],
             "encoder_sha256": None if backbone is None else backbone.sha256,
             "names": ["background"] + [f"object {k}" for k in range(1, num_classes)],
@@ -237,21 +253,23 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             ``causal`` — the same training, but prediction then uses only the last output of the window ending at
             each frame, :class:`~steadyseg.train.decoder_predict.DecoderStream` —, ``flow_guided`` (each frame's
             mask encoder also reads its neighbours' teacher outputs warped by the flow; prediction then computes
-            the same flow), ``encoder`` (``"small"``, or ``"deeplabv3"`` with ``encoder_checkpoint``: a frozen
-            backbone whose features are cached under ``out/cache/features``; no crop or flip then), ``width``,
-            ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
-            ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``), the optimiser (``lr``,
-            ``batch_size`` windows per step and process), the budget (``steps`` and/or ``minutes``: the first
-            reached stops), ``seed``, the flow (``flow`` backend, ``preset``, ``cache_dir``, ``flow_jobs``),
-            ``checkpoint_every`` (steps), ``device``, ``amp`` (bfloat16 autocast on CUDA), ``resume``,
-            ``progress``.
+            the same flow; ``base="vote"``: the correction is added to the flow vote of the frame and its
+            warped neighbours instead of the teacher), ``encoder`` (``"small"``, or ``"deeplabv3"`` with
+            ``encoder_checkpoint``: a frozen backbone whose features are cached under ``out/cache/features``; no
+            crop or flip then), ``width``, ``hidden``, ``eps``), the data (``size``, ``crop``, ``hflip_prob``,
+            ``confidence``, ``binary``, ``num_classes``), the loss (``lambda_data``, ``balance``,
+            ``balance_power``), the optimiser (``lr``, ``batch_size`` windows per step and process), the budget
+            (``steps`` and/or ``minutes``: the first reached stops), ``seed``, the flow (``flow`` backend,
+            ``preset``, ``cache_dir``, ``flow_jobs``), ``checkpoint_every`` (steps), ``device``, ``amp`` (bfloat16
+            autocast on CUDA), ``resume``, ``progress``.
 
     Returns:
         the run record (also ``run.json`` and the last line of ``log.jsonl``).
     """
     from steadyseg.datasets.masks import open_masks
     from steadyseg.train.decoder import build_decoder_from_config
-    from steadyseg.train.decoder_data import load_decoder_video, sample_window, teacher_format
+    from steadyseg.train.decoder_data import (load_decoder_video, sample_window, teacher_flicker, teacher_format,
+                                              video_balance_weights)
     from steadyseg.train.distributed import cleanup, init_distributed_mode, wrap_ddp
     from steadyseg.train.loop import Checkpointer, RunFiles, progress_bar, reduce_terms, step_record
     from steadyseg.train.run_state import open_run_state, resume_from
@@ -290,6 +308,11 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                                    backbone=backbone, feature_cache=out / "cache")
                 for k, (f, t) in enumerate(videos)]
         formats = [teacher_format(open_masks(t, binary=cfg["binary"])) for _, t in videos]
+        balance = {}
+        if cfg["balance"] == "videos" and cfg["objective"] == "consistency":
+            flicker = [teacher_flicker(v, inputs=int(cfg["inputs"])) for v in data]
+            balance = {"video_flicker": flicker,
+                       "video_weights": video_balance_weights(flicker, power=float(cfg["balance_power"]))}
         model_config = _model_config(cfg, num_classes, formats, backbone)
         model = build_decoder_from_config(model_config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
@@ -303,7 +326,7 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
         files = RunFiles.open(out, main=main_proc, resume_step=None if resume_state is None else step,
                               config_record={**cfg, "videos": [list(v) for v in videos],
                                              "exact_flows": flows is not None, "world_size": dist_info.world_size,
-                                             "device": str(device), "model": model_config})
+                                             "device": str(device), "model": model_config, **balance})
         last_step = None if cfg["steps"] is None else int(cfg["steps"])
         bar = progress_bar(bool(cfg["progress"]) and main_proc, total=last_step, initial=step, desc="train decoder")
         local = int(cfg["batch_size"])
@@ -321,7 +344,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 break
             windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
                                      index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
-                                     flow_guided=bool(cfg["flow_guided"]), causal=bool(cfg["causal"]))
+                                     flow_guided=bool(cfg["flow_guided"]), causal=bool(cfg["causal"]),
+                                     balance=cfg["balance"])
                        for k in range(local)]
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)
@@ -337,6 +361,10 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                 per_window = [criterion(logits[k:k + 1], targets[k], {pq: f.to(device) for pq, f in w.flows.items()},
                                         {pq: m.to(device) for pq, m in w.valid.items()})
                               for k, w in enumerate(windows)]
+                if balance:
+                    for t, w in zip(per_window, windows):
+                        t["consistency"] = t["consistency"] * balance["video_weights"][w.video]
+                        t["total"] = t["consistency"] + t["data"]
             terms = {name: torch.stack([t[name] for t in per_window]).mean() for name in per_window[0]}
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()

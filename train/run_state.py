@@ -84,7 +84,8 @@ def open_run_state(out: str | os.PathLike, cfg: dict[str, Any], given: dict[str,
     diff += [f"{k}={v!r} (run: {state.get(k)!r})" for k, v in (identity or {}).items() if state.get(k) != v]
     if diff:
         raise ValueError(f"{path}: --resume with settings that differ from the run's: " + ", ".join(diff))
-    return {**saved, **{k: cfg[k] for k in free if k in cfg}}, state
+    # a setting newer than the run (absent from its saved config) keeps the value resolved now: the default
+    return {**cfg, **saved, **{k: cfg[k] for k in free if k in cfg}}, state
 
 
 def trim_log(log_path: str | os.PathLike, step: int) -> None:

@@ -171,3 +171,97 @@ def test_flow_guided_decoder_needs_its_guide_and_starts_as_the_teacher():
     torch.testing.assert_close(out.softmax(dim=2), probs, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="inputs >= 3"):
         build_decoder(num_classes=2, inputs=2, flow_guided=True)
+
+
+def test_balance_videos_draws_every_video_alike(perfect_video):
+    """Windows of a 8-frame and a 4-frame video, N = 3: 6 + 2 windows. Uniform over windows draws the short video
+    a quarter of the time; ``balance="videos"`` half of the time."""
+    import dataclasses
+
+    v, paths = perfect_video
+    long = load_decoder_video(paths["frames"], paths["predictions"], inputs=3, num_classes=3, flows=v.flows)
+    short = dataclasses.replace(long, frames=long.frames[:4], probs=long.probs[:4], labels=None, guides={})
+    share = {}
+    for balance in ("windows", "videos"):
+        draws = [sample_window([long, short], inputs=3, seed=0, step=s, index=0, balance=balance)
+                 for s in range(400)]
+        assert {w.start for w in draws if w.video == 1} == {0, 1}
+        share[balance] = np.mean([w.video == 1 for w in draws])
+    assert 0.19 < share["windows"] < 0.31 and 0.43 < share["videos"] < 0.57
+    with pytest.raises(ValueError, match="balance"):
+        sample_window([long], inputs=3, seed=0, step=0, index=0, balance="frames")
+
+
+def test_video_balance_weights_by_hand():
+    from steadyseg.train.decoder_data import video_balance_weights
+
+    assert video_balance_weights([0.01, 0.03]) == pytest.approx([2.0, 2 / 3])       # mean 0.02
+    assert video_balance_weights([0.001, 0.1, 0.1]) == pytest.approx([10.0, 0.67, 0.67])  # 67 clipped to 10
+    # no flicker: the most; the other keeps mean(w·f) = mean(f) = 0.1
+    assert video_balance_weights([0.0, 0.2], max_ratio=4) == pytest.approx([4.0, 1.0])
+    assert video_balance_weights([0.0, 0.0]) == [1.0, 1.0]
+    # power 0.5: weights ∝ (1/f)^0.5 = ratio 2 for f = 0.01, 0.04, scaled so that mean(w·f) = mean(f) = 0.025
+    assert video_balance_weights([0.01, 0.04], power=0.5) == pytest.approx([5 / 3, 5 / 6])
+    assert video_balance_weights([0.01, 0.04], power=0.0) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="power"):
+        video_balance_weights([0.1], power=2.0)
+    with pytest.raises(ValueError, match="flicker"):
+        video_balance_weights([0.1, -0.1])
+    with pytest.raises(ValueError, match="max_ratio"):
+        video_balance_weights([0.1], max_ratio=0.5)
+
+
+def test_teacher_flicker_of_a_static_video_by_hand(tmp_path):
+    """A still video (zero flow, every pixel valid), 16×20, 4 frames, N = 4: frame 2 alone labels a 4×4 block.
+    The 6 ordered pairs with frame 2 disagree on 16 of 320 pixels, the other 6 on none: 6/12 · 16/320 = 0.025."""
+    import cv2
+
+    from steadyseg.train.decoder_data import teacher_flicker
+
+    (tmp_path / "f").mkdir()
+    (tmp_path / "t").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "f" / f"{i:05d}.png"), np.full((16, 20, 3), 80, np.uint8))
+        lab = np.zeros((16, 20), np.uint8)
+        if i == 2:
+            lab[4:8, 6:10] = 1
+        cv2.imwrite(str(tmp_path / "t" / f"{i:05d}.png"), lab)
+    still = lambda p, q: np.zeros((16, 20, 2), np.float32)  # noqa: E731
+    video = load_decoder_video(tmp_path / "f", tmp_path / "t", inputs=4, num_classes=2, flows=still)
+    assert teacher_flicker(video, inputs=4) == pytest.approx(0.025, abs=1e-7)
+    assert teacher_flicker(video, inputs=3) == pytest.approx((4 / 6 + 4 / 6) / 2 * 16 / 320, abs=1e-7)
+    assert teacher_flicker(video, inputs=1) == 0.0
+
+
+def test_neighbour_vote_by_hand():
+    from steadyseg.train.decoder import neighbour_vote
+
+    p = torch.tensor([0.9, 0.1])[:, None, None].expand(2, 2, 3).clone()       # the frame: class 0
+    q = torch.tensor([0.1, 0.9])[:, None, None].expand(2, 2, 3).clone()       # a neighbour: class 1
+    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    guide = torch.cat([q * valid, valid[None], torch.zeros(3, 2, 3)])         # 2 neighbours, the second missing
+    vote = neighbour_vote(p, guide, num_classes=2)
+    torch.testing.assert_close(vote[:, 0, 0], torch.tensor([0.5, 0.5]))        # (0.9 + 0.1) / 2
+    torch.testing.assert_close(vote[:, 1, 2], p[:, 1, 2])                      # nothing valid: the frame itself
+    torch.testing.assert_close(vote.sum(dim=0), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="neighbour_vote"):
+        neighbour_vote(p, guide[:5], num_classes=2)
+
+
+def test_vote_base_decoder_starts_as_the_vote():
+    from steadyseg.train.decoder import neighbour_vote
+
+    model = build_decoder(num_classes=2, inputs=5, flow_guided=True, base="vote")
+    frames, probs = torch.rand(1, 5, 3, 16, 20), torch.rand(1, 5, 2, 16, 20).softmax(dim=2)
+    valid = (torch.rand(1, 5, 4, 1, 16, 20) > 0.5).float()                   # 4 neighbours per frame
+    guide = torch.cat([torch.rand(1, 5, 4, 2, 16, 20).softmax(dim=3) * valid, valid], dim=3).flatten(2, 3)
+    vote = neighbour_vote(probs, guide, num_classes=2)
+    torch.testing.assert_close(model(frames, probs, guide).softmax(dim=2), vote, rtol=0, atol=1e-6)
+    assert not torch.allclose(vote, probs)
+    rebuilt = build_decoder_from_config({"num_classes": 2, "inputs": 5, "encoder": "small", "width": 16,
+                                         "hidden": 16, "eps": 1e-4, "flow_guided": True, "base": "vote"})
+    assert rebuilt.base == "vote"
+    with pytest.raises(ValueError, match="needs a flow-guided"):
+        build_decoder(num_classes=2, inputs=5, base="vote")
+    with pytest.raises(ValueError, match="unknown decoder base"):
+        build_decoder(num_classes=2, inputs=5, flow_guided=True, base="median")

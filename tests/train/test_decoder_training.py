@@ -311,3 +311,72 @@ def test_deeplabv3_encoder_from_a_torchvision_resnet50_checkpoint(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other.pth: keys do not match the model"):
         FrozenBackbone(tmp_path / "other.pth")
+
+
+def test_balance_videos_weights_each_window_by_its_video(flicker, tmp_path):
+    """Two videos (the flickering teacher and the exact labels), ``balance="videos"``, lr 0 (the model stays the
+    teacher): every logged consistency term is the window's unweighted term times its video's weight, and the
+    flickering video weighs less."""
+    import yaml
+
+    from steadyseg.train.decoder import teacher_logits
+    from steadyseg.train.decoder_data import load_decoder_video, sample_window
+    from steadyseg.train.decoder_training import decoder_losses
+
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"]), (paths["frames"], paths["annotations"])]
+    run = tmp_path / "run"
+    train_decoder(videos, run, flows=[v.flows, v.flows], inputs=3, steps=6, lr=0.0, seed=3, balance="videos",
+                  num_classes=3, progress=False)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())["config"]
+    flick, weights = cfg["video_flicker"], cfg["video_weights"]
+    assert flick[0] > 2 * flick[1] > 0 and weights[0] < 1 < weights[1]
+    assert weights == pytest.approx([min(10.0, np.mean(flick) / f) for f in flick])  # clipped at 10
+    data = [load_decoder_video(f, t, inputs=3, num_classes=3, flows=v.flows) for f, t in videos]
+    steps = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if '"step"' in ln][:6]
+    assert {r["windows"][0][0] for r in steps} == {0, 1}
+    for r in steps:
+        w = sample_window(data, inputs=3, seed=3, step=r["step"] - 1, index=0, balance="videos")
+        assert [w.video, w.start] == r["windows"][0]
+        plain = decoder_losses(teacher_logits(w.probs[None]), w.labels[None], w.flows, w.valid)["consistency"]
+        assert r["loss_consistency"] == pytest.approx(weights[w.video] * float(plain), rel=1e-5)
+
+
+def test_vote_base_predicts_the_full_size_flow_vote(flicker, tmp_path):
+    """An untrained decoder with base "vote" predicts the vote of each frame and its neighbours warped by the
+    predictor's (DIS) flow at full size: equal to that vote computed here, and less flicker than the teacher."""
+    from steadyseg.datasets.flow import FlowProvider
+    from steadyseg.datasets.video import open_video
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide, neighbour_vote
+    from steadyseg.train.decoder_data import read_teacher_probs
+    from steadyseg.warp import valid_mask_torch
+
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"])]
+    with pytest.raises(ValueError, match="needs flow_guided"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=0, base="vote", progress=False)
+    train_decoder(videos, tmp_path / "zero", flows=[v.flows], inputs=5, steps=0, flow_guided=True, base="vote",
+                  size=(32, 40), progress=False)
+    predict_video(tmp_path / "zero" / "model.pt", paths["frames"], tmp_path / "p0", teacher=paths["predictions"],
+                  progress=False, flow_cache=tmp_path / "flows")
+    out = _labels(tmp_path / "p0")
+    assert out.shape == v.flicker_labels.shape
+    assert _e_raw(out, v.flows) < 0.8 * _e_raw(v.flicker_labels, v.flows)
+    masks, frames = open_masks(paths["predictions"]), open_video(paths["frames"])
+    provider = FlowProvider(frames, cache_dir=tmp_path / "flows")
+    probs = [torch.from_numpy(read_teacher_probs(masks, i, num_classes=3, confidence=0.9)) for i in range(16)]
+    for t in (0, 7):
+        neighbours = []
+        for d in guide_offsets(5):
+            n = t + d
+            if not 0 <= n < 16:
+                neighbours.append(None)
+                continue
+            f_tn = torch.from_numpy(provider(t, n)).permute(2, 0, 1)
+            f_nt = torch.from_numpy(provider(n, t)).permute(2, 0, 1)
+            neighbours.append((probs[n], f_tn, valid_mask_torch(f_tn[None], f_nt[None])[0, 0]))
+        guide = neighbour_guide(neighbours, num_classes=3)
+        vote = neighbour_vote(probs[t], guide, num_classes=3)
+        decided = (vote.topk(2, dim=0).values.diff(dim=0).abs() > 1e-3)[0].numpy()  # no near-ties
+        assert decided.mean() > 0.95
+        assert np.array_equal(out[t][decided], vote.argmax(dim=0).numpy()[decided])
