@@ -325,6 +325,22 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
     return torch.from_numpy(video.guides[t].astype(np.float32))  # the cached value, so every call agrees
 
 
+def _window_pairs(video: DecoderVideo, idx: Sequence[int], *, reach: int,
+                  rows: tuple[slice, slice] = (slice(None), slice(None))):
+    """``flows {(p, q): (1, 2, h, w)}`` (F[p→q]) and ``valid {(q, p): (1, 1, h, w) bool}`` (M[q→p] on p's pixels)
+    of the window of frames ``idx`` (p, q: positions in it, ``1 ≤ |p − q| ≤ reach``), cut to ``rows`` = (y, x)
+    slices."""
+    flows, valid = {}, {}
+    for p, fp in enumerate(idx):
+        for q, fq in enumerate(idx):
+            if p == q or abs(p - q) > reach:
+                continue
+            f_pq, m_qp = video.pairs.get(fp, fq)  # F[p→q] and M[q→p], both on p's pixels
+            flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq[rows[0], rows[1]])).permute(2, 0, 1)[None]
+            valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp[rows[0], rows[1]]))[None, None]
+    return flows, valid
+
+
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
                   crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
                   pair_window: int | None = None, causal: bool = False, balance: str = "windows") -> Window:
@@ -374,15 +390,7 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     guide = None
     if flow_guided:
         guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal)[:, sl[0], sl[1]] for t in idx])
-    flows, valid = {}, {}
-    reach = inputs - 1 if pair_window is None else int(pair_window)
-    for p, fp in enumerate(idx):
-        for q, fq in enumerate(idx):
-            if p == q or abs(p - q) > reach:
-                continue
-            f_pq, m_qp = video.pairs.get(fp, fq)  # F[p→q] and M[q→p], both on p's pixels
-            flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq[sl[0], sl[1]])).permute(2, 0, 1)[None]
-            valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp[sl[0], sl[1]]))[None, None]
+    flows, valid = _window_pairs(video, idx, reach=inputs - 1 if pair_window is None else int(pair_window), rows=sl)
     if flip:
         frames, probs = frames.flip(-1), probs.flip(-1)
         labels = None if labels is None else labels.flip(-1)
@@ -412,13 +420,7 @@ def teacher_flicker(video: DecoderVideo, *, inputs: int) -> float:
     for s in starts:
         probs = torch.from_numpy(video.probs[s:s + n].astype(np.float32))
         onehot = torch.nn.functional.one_hot(probs.argmax(dim=1), probs.shape[1]).permute(0, 3, 1, 2).float()
-        flows, valid = {}, {}
-        for p in range(n):
-            for q in range(n):
-                if p != q:
-                    f_pq, m_qp = video.pairs.get(s + p, s + q)
-                    flows[(p, q)] = torch.from_numpy(np.ascontiguousarray(f_pq)).permute(2, 0, 1)[None]
-                    valid[(q, p)] = torch.from_numpy(np.ascontiguousarray(m_qp))[None, None]
+        flows, valid = _window_pairs(video, range(s, s + n), reach=n - 1)
         losses.append(float(consistency_loss(onehot[None], flows, valid)["consistency"]))
     return float(np.mean(losses))
 
@@ -450,6 +452,6 @@ def video_balance_weights(flicker: Sequence[float], *, power: float = 1.0, max_r
     pos = f > 0
     raw = np.ones_like(f)
     raw[pos] = (mean / f[pos]) ** float(power)
-    raw[pos] *= mean / float(np.mean(np.where(pos, raw * f, 0.0))) if power > 0 else 1.0
+    raw[pos] *= mean / float(np.mean(np.where(pos, raw * f, 0.0)))
     w = np.where(pos, raw, max_ratio)
     return [float(v) for v in np.clip(w, 1.0 / max_ratio, max_ratio)]

@@ -210,9 +210,6 @@ class DecoderPredictor:
                                  torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) if full else None)
             return flows[(a, b)]
 
-        def one(neighbours, at: tuple[int, int]) -> torch.Tensor:
-            return neighbour_guide(neighbours, num_classes=self.num_classes, size=at)
-
         def guide(t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             for key in [key for key in flows if min(key) < t - k]:
                 del flows[key]
@@ -235,7 +232,8 @@ class DecoderPredictor:
                     valid_full = valid_mask_torch(f_tn_full[None], f_nt_full[None])[0, 0]
                     big.append((torch.from_numpy(np.ascontiguousarray(probs[n][1], dtype=np.float32)), f_tn_full,
                                 valid_full))
-            return one(small, size), (one(big, full_size) if full else None)
+            return (neighbour_guide(small, num_classes=self.num_classes, size=size),
+                    neighbour_guide(big, num_classes=self.num_classes, size=full_size) if full else None)
 
         return guide
 
