@@ -1,6 +1,6 @@
 """Benchmark of ``steadyseg measure``'s core: the flow inconsistency on a real 480p DAVIS sequence, and its memory.
 
-1. Speed on a DAVIS-2016 sequence (854×480), K = 3, DIS ``--preset`` (medium), OSVOS masks:
+1. Speed on a DAVIS-2016 sequence (854×480), K = 3, DIS ``--preset`` (the measure's default, fast), OSVOS masks:
    - cold: empty temporary flow cache → ``FlowProvider.precompute`` (``--workers``) + ``inconsistency``;
    - cached: the same again with the cache filled (flows read from disk);
    - compute only: flows already in memory (no disk, no flow), i.e. the measure's own arithmetic.
@@ -280,7 +280,10 @@ def bench_memory(lengths: list[int], window: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequence", default="blackswan")
-    ap.add_argument("--preset", default="medium", choices=("ultrafast", "fast", "medium"))
+    from steadyseg.measure_video import MEASURE_PRESET
+
+    ap.add_argument("--preset", default=MEASURE_PRESET, choices=("ultrafast", "fast", "medium"),
+                    help=f"DIS preset of every flow (default {MEASURE_PRESET}, the measure's)")
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-frames", type=int, default=None)

@@ -32,7 +32,7 @@ _FORWARDED = ("gt", "binary", "flow", "preset", "raft_weights", "window", "sigma
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags default to None: the library functions keep the defaults (window 3, σ 1, DIS medium, ...)."""
+    """Flags default to None: the library functions keep the defaults (window 3, σ 1, DIS fast, ...)."""
     parser.add_argument("--frames", metavar="DIR", help="video: folder of frames (or a video file)")
     parser.add_argument("--masks", metavar="DIR", action="append", default=None,
                         help="masks to evaluate: PNG label maps or .npy/.npz probabilities; repeat it to measure "
@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--binary", action="store_true", default=None,
                         help="read every object id as foreground 1 (DAVIS-2016 style, binary J/F)")
     parser.add_argument("--flow", choices=("dis", "farneback", "raft"), default=None, help="flow backend (dis)")
-    parser.add_argument("--preset", choices=("ultrafast", "fast", "medium"), default=None, help="DIS preset (medium)")
+    parser.add_argument("--preset", choices=("ultrafast", "fast", "medium"), default=None,
+                        help="DIS preset (fast; medium is ~3x slower per flow: the preset of steadyseg bench)")
     parser.add_argument("--raft-weights", metavar="PATH", default=None, help="local RAFT checkpoint for --flow raft")
     parser.add_argument("--window", metavar="K", type=int, default=None, help="frame pairs with 1 ≤ |p−q| ≤ K (3)")
     parser.add_argument("--sigma", type=float, default=None, help="E_smooth temporal Gaussian σ in frames (1)")

@@ -53,6 +53,14 @@ def format_value(x: Any, spec: str = ".4f") -> str:
 #: (inconsistency, smoothness, accuracy, mVC) decode each mask PNG once; masks beyond it are decoded again
 MASK_MEMORY_BYTES = 512 * 2**20
 
+#: DIS preset of the measure's flow. ``"fast"``: about 3× cheaper per flow than ``"medium"`` (a cold run of
+#: ``steadyseg measure`` at 854×480, K = 3, 2 cores: ~7 fps against ~3.5) and as valid for the measure: it follows
+#: the consistency axis of the study grid as ``"medium"`` does and finds OSVOS less consistent than the DAVIS ground
+#: truth on all 8 sequences of the project's data (docs/measure.md, "Which flow the measure uses by default").
+#: ``steadyseg bench`` keeps ``"medium"``: it evaluates models trained with DIS ``fast`` flow, so it measures with a
+#: different flow.
+MEASURE_PRESET = "fast"
+
 
 class _DecodedOnce:
     """A mask stack whose masks are decoded once and kept (as uint8/uint16, within a byte budget shared by the stacks
@@ -118,7 +126,7 @@ def measure_video(*, frames: str | os.PathLike, masks: str | os.PathLike, **kwar
 
 def measure_videos(*, frames: str | os.PathLike, masks: Sequence[str | os.PathLike],
                    gt: str | os.PathLike | None = None, binary: bool = False, flow: str = "dis",
-                   preset: str = "medium", raft_weights: str | None = None, window: int = 3, sigma: float = 1.0,
+                   preset: str = MEASURE_PRESET, raft_weights: str | None = None, window: int = 3, sigma: float = 1.0,
                    check_motion_boundary: bool = True, cache: str | os.PathLike | None | bool = None,
                    workers: int | None = None, max_frames: int | None = None,
                    normalizer_masks: str | os.PathLike | None = None, mvc_n: int = 8,
@@ -136,8 +144,8 @@ def measure_videos(*, frames: str | os.PathLike, masks: Sequence[str | os.PathLi
             probabilities (:func:`steadyseg.datasets.masks.open_masks`), one per frame.
         gt: ground-truth masks (enables IoU, J, F, recall, mVC and the ground truth's own inconsistency).
         binary: read every object id as foreground 1 (DAVIS-2016 style, binary J/F).
-        flow, preset, raft_weights: flow backend (``"dis"``, ``"farneback"``, ``"raft"``), DIS preset, local RAFT
-            weights (:func:`steadyseg.datasets.flow.compute_flow`).
+        flow, preset, raft_weights: flow backend (``"dis"``, ``"farneback"``, ``"raft"``), DIS preset (default
+            :data:`MEASURE_PRESET`, ``"fast"``), local RAFT weights (:func:`steadyseg.datasets.flow.compute_flow`).
         window: K ≥ 1, frame pairs with ``1 ≤ |p−q| ≤ K``.
         sigma: temporal Gaussian σ of ``E_smooth`` in frames.
         check_motion_boundary: exclude motion boundaries from the valid mask.

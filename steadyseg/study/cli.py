@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "masks' median boundary) into measures.csv and print Spearman with each axis")
     g.add_argument("--flow-cache", default=None, help="flow cache folder for --measure")
     g.add_argument("--preset", default=None, choices=("ultrafast", "fast", "medium"),
-                   help="DIS preset of the flow for --measure (default medium, as steadyseg measure)")
+                   help="DIS preset of the flow for --measure (default fast, as steadyseg measure)")
     g.set_defaults(func=main_make_grid)
 
     a = sub.add_parser("analyze", help="analyse crowd ratings: qualification filter, agreement, correlations",

@@ -58,7 +58,7 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
                erosion_levels: Sequence[int] = EROSION_LEVELS,
                displacement_levels: Sequence[float] = DISPLACEMENT_LEVELS,
                cells: tuple[int, int] = DISPLACEMENT_CELLS, measure: bool = False,
-               flow_cache: str | os.PathLike | None = None, preset: str = "medium",
+               flow_cache: str | os.PathLike | None = None, preset: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Corrupt an accurate mask sequence into the qualification grid and write it under ``out``.
 
@@ -80,8 +80,9 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
         cells: lattice cells ``(rows, cols)`` of the piecewise-affine displacement.
         measure: also compute the measures of every cell.
         flow_cache: flow cache folder for ``measure``.
-        preset: DIS preset of the flow for ``measure`` (``"ultrafast"``, ``"fast"``, ``"medium"``): the grid is
-            how a flow setting is checked before a measure relies on it.
+        preset: DIS preset of the flow for ``measure`` (``"ultrafast"``, ``"fast"``, ``"medium"``; ``None``: the
+            measure's default :data:`steadyseg.measure_video.MEASURE_PRESET`): the grid is how a flow setting is
+            checked before a measure relies on it.
         progress: show progress bars.
 
     Returns:
@@ -95,8 +96,10 @@ def write_grid(frames: str | os.PathLike, masks: str | os.PathLike, out: str | o
     from steadyseg.datasets.masks import write_label_png
     from steadyseg.files import (atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  save_resolved_config)
+    from steadyseg.measure_video import MEASURE_PRESET
 
     masks_dir, frames_dir, out = Path(masks), Path(frames), Path(out)
+    preset = MEASURE_PRESET if preset is None else preset
     labels, names, binary = load_masks(masks_dir, max_frames)
     video = load_frames(frames_dir, len(labels))
     if len(video) < len(labels):

@@ -301,7 +301,7 @@ def test_cli_make_grid_and_analyze(tmp_path):
     assert write["measures"]["acc0_cons0"]["E_raw"] < write["measures"]["acc0_cons2"]["E_raw"]
     axes = json.loads((tmp_path / "measured" / "measures_axes.json").read_text())
     assert set(axes) == set(write["measures_axes"]) == {"E_cons", "E_raw", "E_smooth"}
-    assert "preset: medium" in (tmp_path / "measured" / "config.yaml").read_text()
+    assert "preset: fast" in (tmp_path / "measured" / "config.yaml").read_text()  # the measure's default
     # another DIS preset for the flow (how a flow setting is checked): recorded, and other flows give other values
     fast = study.write_grid(frames, masks, tmp_path / "fast", seed=2, max_frames=4, erosion_levels=(0, 3, 6),
                             measure=True, preset="ultrafast", progress=False)
