@@ -24,6 +24,7 @@ Outputs under ``out``::
                             e_raw_change (relative change of E_raw vs the teacher), fps; and the mean over videos
     results.md              one markdown table per video and one of the means
     fig9-recall-vs-eraw.png recall vs E_raw: the Gaussian front as a line, the other rows as labelled points
+    fig9-iou-vs-eraw.png    the same with IoU (mean J) instead of recall
     fig7-inputs.png         with decoders of ≥ 2 different N: N vs recall / E_cons / E_smooth
     config.yaml             the resolved configuration
 """
@@ -437,7 +438,8 @@ def run_bench(videos: Sequence[dict[str, Any]], out: str | os.PathLike, **kwargs
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_tables(results))
-    _plot_fig9(results, out / "fig9-recall-vs-eraw.png")
+    _plot_fig9(results, out / "fig9-recall-vs-eraw.png", y="recall")
+    _plot_fig9(results, out / "fig9-iou-vs-eraw.png", y="iou")
     if len({n for n in inputs_n.values() if n is not None}) >= 2:
         _plot_fig7(results, out / "fig7-inputs.png")
     save_resolved_config(out, results["config"])
@@ -490,8 +492,12 @@ def format_tables(results: dict[str, Any]) -> str:
                            "(teacher: -).", results, table)
 
 
-def _plot_fig9(results: dict[str, Any], path: Path) -> None:
-    """Fig. 9: mean recall vs mean E_raw; the Gaussian rows joined as a front, the others labelled points."""
+_FIG9_AXES = {"recall": "recall (J recall)", "iou": "IoU (mean J)"}
+
+
+def _plot_fig9(results: dict[str, Any], path: Path, *, y: str = "recall") -> None:
+    """Fig. 9: mean ``y`` (``"recall"``, as the paper, or ``"iou"``) vs mean E_raw; the Gaussian rows joined as a
+    front, the others labelled points."""
     from steadyseg.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -499,21 +505,22 @@ def _plot_fig9(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     gauss = [(r, mean[r["slug"]]) for r in results["rows"] if r["method"].startswith("gauss:")]
     gauss.sort(key=lambda rm: float(rm[0]["method"].split(":")[1]))  # the front is the σ sweep, in σ order
-    pts = [(m["e_raw"], m["recall"]) for _, m in gauss if m["e_raw"] is not None and m["recall"] is not None]
+    pts = [(m["e_raw"], m[y]) for _, m in gauss if m["e_raw"] is not None and m[y] is not None]
     if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, ys, "o-", color="tab:gray", label="temporal Gaussian σ")
         for r, m in gauss:
-            ax.annotate(r["label"].split()[-1], (m["e_raw"], m["recall"]), fontsize=7, textcoords="offset points",
+            ax.annotate(r["label"].split()[-1], (m["e_raw"], m[y]), fontsize=7, textcoords="offset points",
                         xytext=(3, 3))
     for r in results["rows"]:
         m = mean[r["slug"]]
-        if r["method"].startswith("gauss:") or m["e_raw"] is None or m["recall"] is None:
+        if r["method"].startswith("gauss:") or m["e_raw"] is None or m[y] is None:
             continue
-        ax.plot([m["e_raw"]], [m["recall"]], "s" if r["method"] == "teacher" else "^", label=r["label"])
+        ax.plot([m["e_raw"]], [m[y]], "s" if r["method"] == "teacher" else "^", label=r["label"])
     ax.set_xlabel("E_raw (raw temporal inconsistency, lower is better)")
-    ax.set_ylabel("recall (J recall)")
-    ax.set_title(f"Recall vs inconsistency, mean of {len(results['videos'])} video(s)")
+    ax.set_ylabel(_FIG9_AXES[y])
+    ax.set_title(f"{_FIG9_AXES[y].split()[0].capitalize()} vs inconsistency, mean of {len(results['videos'])} "
+                 "video(s)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     save_figure(fig, path)

@@ -26,7 +26,10 @@ does not depend on the window, so a sliding-window predictor still encodes each 
 the ``2K`` *previous* frames ``t−2K … t−1`` instead (:func:`guide_offsets` with ``causal``): the same channels,
 and no future frame. With ``base="vote"`` a flow-guided decoder corrects the *vote* of the frame and its warped
 neighbours (:func:`neighbour_vote`, at the teacher's resolution) instead of the teacher itself: an untrained one
-then returns exactly that non-learned vote, and training starts from it.
+then returns exactly that non-learned vote, and training starts from it. With a photometric σ
+(``photometric_sigma`` in the run's config) each neighbour's 0/1 validity becomes a soft weight
+``M[n→t] · exp(−‖I_t − W(I_n)‖² / 2σ²)`` (:func:`photometric_weight`): a warped neighbour whose colour does not
+match the frame (a flow that missed a thin or fast part) counts less, in the guide and in the vote.
 
 ``MODEL_KINDS["decoder"]`` (:mod:`steadyseg.train.checkpoint`) rebuilds the model from the config written into
 ``RUN/model.pt`` (:func:`build_decoder_from_config`).
@@ -42,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["DECODER_ENCODERS", "MultiInputDecoder", "build_decoder", "build_decoder_from_config", "teacher_logits",
-           "soften_onehot", "neighbour_guide", "neighbour_vote", "guide_offsets", "MODEL_CONFIG_KEYS", "DECODER_BASES"]
+           "soften_onehot", "neighbour_guide", "neighbour_vote", "guide_offsets", "photometric_weight",
+           "MODEL_CONFIG_KEYS", "DECODER_BASES"]
 
 DECODER_ENCODERS = ("small", "deeplabv3")
 #: what the correction is added to: the teacher's probabilities, or (flow-guided only) the neighbour vote
@@ -97,21 +101,48 @@ def guide_offsets(inputs: int, *, causal: bool = False) -> list[int]:
     return [d for d in range(-k, k + 1) if d != 0]
 
 
+def photometric_weight(frame_t: Tensor, frame_n: Tensor, flow_tn: Tensor, *, sigma: float) -> Tensor:
+    """How well a neighbour's colour, warped into frame t, matches frame t: ``exp(−‖I_t(x) − W(I_n)(x)‖² / 2σ²)``.
+
+    Args:
+        frame_t, frame_n: ``(3, h, w)`` float RGB in [0, 1].
+        flow_tn: ``(2, h, w)`` flow F[t→n] in pixels (``W(I_n)(x) = I_n(x + F[t→n](x))``, bilinear; outside the
+            frame the warp reads 0 — such pixels are invalid in ``M[n→t]`` anyway).
+        sigma: > 0, the colour distance (Euclidean over the three channels, in [0, 1] units) at which the weight
+            is ``exp(−1/2) ≈ 0.61``; e.g. 0.1 ≈ 25 grey levels.
+
+    Returns:
+        ``(h, w)`` float in (0, 1]: 1 where the colours agree exactly.
+    """
+    from steadyseg.warp import backward_warp_torch
+
+    if not sigma > 0:
+        raise ValueError(f"photometric_weight: sigma must be > 0, got {sigma}")
+    if frame_t.shape != frame_n.shape or frame_t.ndim != 3 or frame_t.shape[0] != 3 \
+            or flow_tn.shape != (2, *frame_t.shape[1:]):
+        raise ValueError(f"photometric_weight: expected frames (3, h, w) and a flow (2, h, w) of the same size, got "
+                         f"{tuple(frame_t.shape)}, {tuple(frame_n.shape)} and {tuple(flow_tn.shape)}")
+    warped = backward_warp_torch(frame_n[None].float(), flow_tn[None].float())[0]
+    dist_sq = (warped - frame_t.float()).square().sum(dim=0)
+    return torch.exp(dist_sq / (-2.0 * float(sigma) ** 2))
+
+
 def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, num_classes: int,
                     size: tuple[int, int] | None = None) -> Tensor:
     """The guide of one frame t: its neighbours' probabilities warped into t, with their validity masks.
 
     Args:
         neighbours: one entry per offset of :func:`guide_offsets`, in order: ``(probs_n (C, h, w), flow F[t→n]
-            (2, h, w) in pixels, valid M[n→t] (h, w) bool on t's pixels)``, or ``None`` for a neighbour outside the
-            video.
+            (2, h, w) in pixels, valid (h, w) on t's pixels)``, or ``None`` for a neighbour outside the video.
+            ``valid`` is the validity ``M[n→t]`` (bool), or a soft weight in [0, 1] (float, e.g.
+            ``M[n→t] ·`` :func:`photometric_weight`).
         num_classes: C.
         size: ``(h, w)``, needed only when every neighbour is missing (the first frame of a causal model, whose
             guide is then all zeros: nothing warped, nothing valid).
 
     Returns:
         ``(2K·(C + 1), h, w)`` float: for each neighbour ``valid · W(probs_n)`` (C channels, bilinear backward warp
-        ``W(P_n)(x) = P_n(x + F[t→n](x))``) followed by ``valid`` (1 channel); zeros for ``None``.
+        ``W(P_n)(x) = P_n(x + F[t→n](x))``) followed by ``valid`` as float (1 channel); zeros for ``None``.
     """
     from steadyseg.warp import backward_warp_torch
 
@@ -139,7 +170,7 @@ def neighbour_guide(neighbours: list[tuple[Tensor, Tensor, Tensor] | None], *, n
 
 def neighbour_vote(probs: Tensor, guide: Tensor, *, num_classes: int) -> Tensor:
     """The non-learned flow vote of a frame: the mean of its own probabilities and those of every valid warped
-    neighbour, pixel by pixel.
+    neighbour, pixel by pixel (a weighted mean when the guide holds soft weights, see :func:`neighbour_guide`).
 
     Args:
         probs: ``(..., C, H, W)`` float probabilities of the frame (the teacher's).

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
-           "sample_window", "video_guide", "Window", "teacher_format", "read_teacher_probs", "teacher_flicker",
-           "video_balance_weights"]
+           "sample_window", "video_guide", "frame_tensor", "Window", "teacher_format", "read_teacher_probs",
+           "teacher_flicker", "video_balance_weights"]
 
 FlowFn = Callable[[int, int], np.ndarray]
 
@@ -60,6 +60,11 @@ def resize_image(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or img.shape[:2] == tuple(size):
         return img
     return cv2.resize(img, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
+
+
+def frame_tensor(img: np.ndarray) -> torch.Tensor:
+    """An ``(H, W, 3) uint8`` RGB frame → ``(3, H, W) float32`` in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
 
 
 def resize_probs(p: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -284,7 +289,8 @@ class Window:
     """One training sample: ``frames (N, 3, h, w) float32`` in [0, 1] (or the backbone features
     ``(N, C_b, h', w')`` of a ``"deeplabv3"`` video), ``probs (N, C, h, w) float32``,
     ``labels (N, h, w) int64`` (hard teachers, 255 = void; else ``None``), ``flows {(p, q): (1, 2, h, w)}``
-    (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels), for every ordered pair of the
+    (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels; float weights in [0, 1] with
+    ``loss_photometric_sigma``, see :func:`sample_window`), for every ordered pair of the
     window, ``guide (N, G, h, w)`` (flow-guided windows: each frame's
     :func:`~steadyseg.train.decoder.neighbour_guide`; else ``None``); ``video``/``start`` name it."""
 
@@ -303,11 +309,14 @@ def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
     return np.cumsum([len(v) - inputs + 1 for v in videos])
 
 
-def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = False) -> torch.Tensor:
+def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = False,
+                photometric_sigma: float | None = None) -> torch.Tensor:
     """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size),
     ``(G, h, w)`` float32, from the neighbours of :func:`~steadyseg.train.decoder.guide_offsets` (``causal``: the
-    previous frames only); kept in ``video.guides`` (float16) after the first call (one run uses one kind)."""
-    from steadyseg.train.decoder import guide_offsets, neighbour_guide
+    previous frames only; ``photometric_sigma``: each validity mask times the neighbour's
+    :func:`~steadyseg.train.decoder.photometric_weight`); kept in ``video.guides`` (float16) after the first call
+    (one run uses one kind)."""
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide, photometric_weight
 
     if t in video.guides:
         return torch.from_numpy(video.guides[t].astype(np.float32))
@@ -318,8 +327,11 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
             neighbours.append(None)
             continue
         flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
-        neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)),
-                           torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)))
+        flow, weight = torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)
+        if photometric_sigma is not None:
+            weight = weight * photometric_weight(frame_tensor(video.frames[t]), frame_tensor(video.frames[n]), flow,
+                                                 sigma=photometric_sigma)
+        neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)), flow, weight))
     guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]), size=video.probs.shape[2:])
     video.guides[t] = guide.numpy().astype(np.float16)
     return torch.from_numpy(video.guides[t].astype(np.float32))  # the cached value, so every call agrees
@@ -343,7 +355,8 @@ def _window_pairs(video: DecoderVideo, idx: Sequence[int], *, reach: int,
 
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
                   crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
-                  pair_window: int | None = None, causal: bool = False, balance: str = "windows") -> Window:
+                  pair_window: int | None = None, causal: bool = False, balance: str = "windows",
+                  photometric_sigma: float | None = None, loss_photometric_sigma: float | None = None) -> Window:
     """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
 
     ``balance="windows"`` draws uniformly among every window of every video; ``"videos"`` draws a video uniformly,
@@ -353,7 +366,12 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     the videos must have been loaded with at least that ``pair_window``).
 
     With ``flow_guided`` the window also carries each frame's guide (computed on the whole training-size frame,
-    then cropped and flipped with the frame; ``causal``: built from previous frames only).
+    then cropped and flipped with the frame; ``causal``: built from previous frames only; ``photometric_sigma``: see
+    :func:`video_guide`).
+
+    With ``loss_photometric_sigma`` each ``valid[(p, q)]`` becomes a float weight: ``M[p→q]`` times the
+    :func:`~steadyseg.train.decoder.photometric_weight` of frame p warped into frame q (the window's own, cropped and
+    flipped frames), so the consistency loss trusts a correspondence as far as its colours agree.
     """
     from steadyseg.warp import out_of_frame_torch
 
@@ -389,7 +407,8 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
         labels = torch.from_numpy(video.labels[start:start + inputs, sl[0], sl[1]].astype(np.int64))
     guide = None
     if flow_guided:
-        guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal)[:, sl[0], sl[1]] for t in idx])
+        guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal,
+                                         photometric_sigma=photometric_sigma)[:, sl[0], sl[1]] for t in idx])
     flows, valid = _window_pairs(video, idx, reach=inputs - 1 if pair_window is None else int(pair_window), rows=sl)
     if flip:
         frames, probs = frames.flip(-1), probs.flip(-1)
@@ -399,6 +418,15 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
         valid = {k: v.flip(-1) for k, v in valid.items()}
     if crop is not None:  # a correspondence that leaves the crop is not valid in it
         valid = {(p, q): m & ~out_of_frame_torch(flows[(q, p)]) for (p, q), m in valid.items()}
+    if loss_photometric_sigma is not None:
+        from steadyseg.train.decoder import photometric_weight
+
+        if video.features is not None:
+            raise ValueError("loss_photometric_sigma compares frame colours: not available with backbone features "
+                             "(encoder 'deeplabv3')")
+        valid = {(p, q): m * photometric_weight(frames[q], frames[p], flows[(q, p)][0],
+                                                sigma=loss_photometric_sigma)[None, None]
+                 for (p, q), m in valid.items()}
     return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi, start=start)
 
 

@@ -58,14 +58,11 @@ class _Runner:
     def encode(self, frame: np.ndarray, probs: np.ndarray, guide: torch.Tensor | None = None) -> torch.Tensor:
         """``(2·width, h', w')`` features of one ``(H, W, 3) uint8`` frame and its ``(C, H, W)`` teacher probs
         (and, flow-guided, its ``(G, h, w)`` guide at the model size)."""
-        from steadyseg.train.decoder_data import resize_image, resize_probs
+        from steadyseg.train.decoder_data import frame_tensor, resize_image, resize_probs
 
         size = self.size or tuple(frame.shape[:2])
         small = np.ascontiguousarray(resize_image(frame, size))
-        if self.backbone is not None:
-            f = self.backbone.features(small[None])[0]
-        else:
-            f = torch.from_numpy(small).permute(2, 0, 1).float().div_(255.0)
+        f = self.backbone.features(small[None])[0] if self.backbone is not None else frame_tensor(small)
         p = torch.from_numpy(np.ascontiguousarray(resize_probs(probs, size), dtype=np.float32))
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             g = None if guide is None else guide[None, None].to(self.device)
@@ -185,10 +182,11 @@ class DecoderPredictor:
         input, and, for a model with base ``"vote"``, the full-size guide its vote is made of. Flows are computed
         with the training flow (``config["flow"]``/``["preset"]``) at full size, resized like the training flows,
         kept while needed. The full-size flows go through a flow cache: ``flow_cache`` (a folder), the persistent
-        default cache (``None``, as ``steadyseg measure``), or none (``False``)."""
+        default cache (``None``, as ``steadyseg measure``), or none (``False``). With ``config["photometric_sigma"]``
+        each validity mask is weighted by the neighbour's photometric weight, at each size from that size's frames."""
         from steadyseg.datasets.flow import FlowProvider, default_flow_cache_dir
-        from steadyseg.train.decoder import guide_offsets, neighbour_guide
-        from steadyseg.train.decoder_data import resize_flow, resize_probs
+        from steadyseg.train.decoder import guide_offsets, neighbour_guide, photometric_weight
+        from steadyseg.train.decoder_data import frame_tensor, resize_flow, resize_image, resize_probs
         from steadyseg.warp import valid_mask_torch
 
         cache = (default_flow_cache_dir() if self.flow_cache is None or self.flow_cache is True
@@ -199,8 +197,22 @@ class DecoderPredictor:
         k = max(abs(d) for d in offsets)  # flows and probabilities older than t − k are no longer needed
         full = getattr(self.model, "base", "teacher") == "vote"
         full_size = tuple(frames.size)
+        sigma = self.config.get("photometric_sigma")
         flows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         probs: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        images: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # frame i at the model size (and full)
+
+        def image(i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            if i not in images:
+                img = frames[i]
+                images[i] = (frame_tensor(resize_image(img, size)), frame_tensor(img) if full else None)
+            return images[i]
+
+        def weight(valid: torch.Tensor, t: int, n: int, flow_tn: torch.Tensor, at: int) -> torch.Tensor:
+            """``valid`` (``M[n→t]``) times the photometric weight at the model size (``at`` 0) or full size (1)."""
+            if sigma is None:
+                return valid
+            return valid * photometric_weight(image(t)[at], image(n)[at], flow_tn, sigma=float(sigma))
 
         def flow(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             """F[a→b] at the model size, and at full size when the vote needs it."""
@@ -213,8 +225,9 @@ class DecoderPredictor:
         def guide(t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             for key in [key for key in flows if min(key) < t - k]:
                 del flows[key]
-            for key in [key for key in probs if key < t - k]:
-                del probs[key]
+            for store in (probs, images):
+                for key in [key for key in store if key < t - k]:
+                    del store[key]
             small, big = [], []
             for d in offsets:
                 n = t + d
@@ -227,11 +240,11 @@ class DecoderPredictor:
                     probs[n] = (torch.from_numpy(np.ascontiguousarray(resize_probs(p, size), dtype=np.float32)), p)
                 (f_tn, f_tn_full), (f_nt, f_nt_full) = flow(t, n), flow(n, t)
                 valid = valid_mask_torch(f_tn[None], f_nt[None])[0, 0]  # M[n→t] on t's pixels
-                small.append((probs[n][0], f_tn, valid))
+                small.append((probs[n][0], f_tn, weight(valid, t, n, f_tn, 0)))
                 if full:
                     valid_full = valid_mask_torch(f_tn_full[None], f_nt_full[None])[0, 0]
                     big.append((torch.from_numpy(np.ascontiguousarray(probs[n][1], dtype=np.float32)), f_tn_full,
-                                valid_full))
+                                weight(valid_full, t, n, f_tn_full, 1)))
             return (neighbour_guide(small, num_classes=self.num_classes, size=size),
                     neighbour_guide(big, num_classes=self.num_classes, size=full_size) if full else None)
 

@@ -55,6 +55,8 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "causal": False,          # predict frame t from frames t-N+1..t only (the last output of each window)
     "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
     "base": "teacher",        # what the correction is added to: "teacher", or "vote" (flow-guided: the flow vote)
+    "photometric_sigma": None,  # flow-guided: weight each warped neighbour by its colour match (σ), None = 0/1 valid
+    "loss_photometric_sigma": None,  # weight each pixel pair of the consistency loss by its colour match (σ)
     "encoder": "small",       # "small" (from scratch) or "deeplabv3" (frozen backbone of encoder_checkpoint)
     "encoder_checkpoint": None,
     "width": 16,
@@ -182,6 +184,20 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"base must be 'teacher' or 'vote', got {cfg['base']!r}")
     if cfg["base"] == "vote" and not cfg["flow_guided"]:
         raise ValueError("base 'vote' is the flow vote of the guide: it needs flow_guided (--flow-guided)")
+    if cfg["photometric_sigma"] is not None:
+        if not cfg["flow_guided"]:
+            raise ValueError("photometric_sigma weights the warped neighbours of the guide: it needs flow_guided "
+                             "(--flow-guided)")
+        if not float(cfg["photometric_sigma"]) > 0:
+            raise ValueError(f"photometric_sigma must be > 0, got {cfg['photometric_sigma']}")
+        cfg["photometric_sigma"] = float(cfg["photometric_sigma"])
+    if cfg["loss_photometric_sigma"] is not None:
+        if not float(cfg["loss_photometric_sigma"]) > 0:
+            raise ValueError(f"loss_photometric_sigma must be > 0, got {cfg['loss_photometric_sigma']}")
+        if cfg["objective"] != "consistency" or cfg["encoder"] != "small":
+            raise ValueError("loss_photometric_sigma weights the consistency loss by frame colours: it needs the "
+                             "consistency objective and the 'small' encoder (the frames themselves)")
+        cfg["loss_photometric_sigma"] = float(cfg["loss_photometric_sigma"])
     if cfg["balance"] not in ("windows", "videos"):
         raise ValueError(f"balance must be 'windows' or 'videos', got {cfg['balance']!r}")
     if not 0.0 <= float(cfg["balance_power"]) <= 1.0:
@@ -231,7 +247,7 @@ def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str,
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
             "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "base": cfg["base"],
-            "flow": cfg["flow"], "preset": cfg["preset"],
+            "photometric_sigma": cfg["photometric_sigma"], "flow": cfg["flow"], "preset": cfg["preset"],
             "feature_channels": None if backbone is None else backbone.channels,
             "encoder_checkpoint": cfg["encoder_checkpoint"],
             "encoder_sha256": None if backbone is None else backbone.sha256,
@@ -345,7 +361,8 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
             windows = [sample_window(data, inputs=int(cfg["inputs"]), seed=int(cfg["seed"]), step=step,
                                      index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
                                      flow_guided=bool(cfg["flow_guided"]), causal=bool(cfg["causal"]),
-                                     balance=cfg["balance"])
+                                     balance=cfg["balance"], photometric_sigma=cfg["photometric_sigma"],
+                                     loss_photometric_sigma=cfg["loss_photometric_sigma"])
                        for k in range(local)]
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)

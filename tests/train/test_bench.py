@@ -73,6 +73,7 @@ def test_markdown_tables_and_plots(bench):
     assert "| Method | Recall | IoU | J | F | E_smooth | E_raw | E_cons | ΔE_raw | fps |" in md
     assert "| Naive (teacher) |" in md and "| 3D WGF |" in md and "| dec + 3D WGF |" in md
     assert (out / "fig9-recall-vs-eraw.png").stat().st_size > 1000
+    assert (out / "fig9-iou-vs-eraw.png").stat().st_size > 1000
     assert not (out / "fig7-inputs.png").exists()  # one N only
     assert (out / "config.yaml").is_file()
 

@@ -159,6 +159,66 @@ def test_neighbour_guide_zero_flow_and_missing_neighbours():
     torch.testing.assert_close(g[:2, :, :7], p[:, :, 1:])
 
 
+def test_training_guide_with_photometric_weights(perfect_video):
+    """The guide of a training window with ``photometric_sigma``: each neighbour's weight channel is its validity
+    times its photometric weight, computed from the training-size frames and flows. With a zero flow (a flow that
+    missed the motion: forward and backward agree, so every pixel is valid) the moving shapes no longer match their
+    warped neighbours and lose their weight; the static background keeps it."""
+    from steadyseg.train.decoder import guide_offsets, photometric_weight
+    from steadyseg.train.decoder_data import frame_tensor
+
+    v, paths = perfect_video
+
+    def still(p, q):
+        return np.zeros((48, 64, 2), np.float32)
+
+    plain, soft = (load_decoder_video(paths["frames"], paths["annotations"], inputs=5, num_classes=3, flows=still)
+                   for _ in range(2))
+    w0 = sample_window([plain], inputs=5, seed=0, step=0, index=0, hflip_prob=0.0, flow_guided=True)
+    w1 = sample_window([soft], inputs=5, seed=0, step=0, index=0, hflip_prob=0.0, flow_guided=True,
+                       photometric_sigma=0.1)
+    t = w1.start + 2                                            # the window's middle frame: 4 neighbours inside
+    moved = np.zeros((48, 64), bool)
+    for k, d in enumerate(guide_offsets(5)):
+        flow, valid = soft.pairs.get(t, t + d)
+        assert valid.all()
+        pw = photometric_weight(frame_tensor(soft.frames[t]), frame_tensor(soft.frames[t + d]),
+                                torch.from_numpy(flow).permute(2, 0, 1), sigma=0.1)
+        ch = 4 * k + 3                                          # (C + 1) channels per neighbour, the weight last
+        assert torch.equal(w0.guide[2, ch], torch.ones(48, 64))
+        torch.testing.assert_close(w1.guide[2, ch], pw, rtol=0, atol=1e-3)  # the guide is kept in float16
+        changed = v.labels[t] != v.labels[t + d]                # where a shape came or went
+        assert float(w1.guide[2, ch][torch.from_numpy(changed)].mean()) < 0.5
+        moved |= changed
+    assert float(w1.guide[2, 3][torch.from_numpy(~moved)].mean()) > 0.9
+
+
+def test_loss_with_photometric_weights_stops_punishing_a_wrong_flow(perfect_video):
+    """A zero flow on a video whose shapes move (every pixel valid by the forward-backward check): the exact labels
+    contradict their warped neighbours where the shapes moved, so the plain loss punishes the right answer; with
+    ``loss_photometric_sigma`` those pixel pairs lose their weight (the colours disagree there) and the loss of the
+    exact labels falls. Each weight is ``M[p→q]`` times the photometric weight of frame p warped into frame q."""
+    from steadyseg.train.decoder import photometric_weight
+
+    v, paths = perfect_video
+    video = load_decoder_video(paths["frames"], paths["annotations"], inputs=4, num_classes=3, confidence=1.0,
+                               flows=lambda p, q: np.zeros((48, 64, 2), np.float32))
+    plain = sample_window([video], inputs=4, seed=0, step=0, index=0, hflip_prob=0.0)
+    soft = sample_window([video], inputs=4, seed=0, step=0, index=0, hflip_prob=0.0, loss_photometric_sigma=0.1)
+    assert plain.start == soft.start and set(plain.valid) == set(soft.valid)
+    for (p, q), m in soft.valid.items():
+        assert plain.valid[(p, q)].all() and m.dtype == torch.float32
+        torch.testing.assert_close(m[0, 0], photometric_weight(soft.frames[q], soft.frames[p],
+                                                               soft.flows[(q, p)][0], sigma=0.1))
+    logits = teacher_logits(plain.probs[None], eps=1e-9)
+    loss_plain = decoder_losses(logits, plain.labels[None], plain.flows, plain.valid)["consistency"]
+    loss_soft = decoder_losses(logits, soft.labels[None], soft.flows, soft.valid)["consistency"]
+    assert loss_plain > 0.02 and loss_soft < 0.3 * loss_plain
+    video.features = np.zeros((8, 4, 12, 16), np.float16)  # a "deeplabv3" video: no frames to compare
+    with pytest.raises(ValueError, match="not available with backbone features"):
+        sample_window([video], inputs=4, seed=0, step=0, index=0, hflip_prob=0.0, loss_photometric_sigma=0.1)
+
+
 def test_flow_guided_decoder_needs_its_guide_and_starts_as_the_teacher():
     model = build_decoder(num_classes=2, inputs=5, flow_guided=True)
     assert model.guide_channels == 4 * 3
@@ -246,6 +306,38 @@ def test_neighbour_vote_by_hand():
     torch.testing.assert_close(vote.sum(dim=0), torch.ones(2, 3))
     with pytest.raises(ValueError, match="neighbour_vote"):
         neighbour_vote(p, guide[:5], num_classes=2)
+
+
+def test_photometric_weight_by_hand():
+    from steadyseg.train.decoder import neighbour_guide, neighbour_vote, photometric_weight
+
+    grey = torch.full((3, 4, 5), 0.5)
+    reddish = grey.clone()
+    reddish[0] += 0.1                                                          # colour distance 0.1
+    zero = torch.zeros(2, 4, 5)
+    torch.testing.assert_close(photometric_weight(grey, grey, zero, sigma=0.1), torch.ones(4, 5))
+    torch.testing.assert_close(photometric_weight(grey, reddish, zero, sigma=0.1),
+                               torch.full((4, 5), float(np.exp(-0.5))))        # exp(-0.1² / (2·0.1²))
+    torch.testing.assert_close(photometric_weight(grey, reddish, zero, sigma=0.2),
+                               torch.full((4, 5), float(np.exp(-0.125))))
+    # frame n is frame t moved 1 px right, the flow F[t→n] says so: the warp matches except in the last column,
+    # whose sample x + 1 leaves the frame (it reads 0 where the ramp is 1: distance² = 3, / (2 · 0.5²) = 6)
+    ramp = torch.linspace(0, 1, 5)[None, None].expand(3, 4, 5).clone()
+    moved = torch.cat([torch.zeros(3, 4, 1), ramp[:, :, :-1]], dim=2)
+    flow = torch.stack([torch.ones(4, 5), torch.zeros(4, 5)])
+    w = photometric_weight(ramp, moved, flow, sigma=0.5)
+    torch.testing.assert_close(w[:, :4], torch.ones(4, 4))
+    torch.testing.assert_close(w[:, 4], torch.full((4,), float(np.exp(-6.0))))
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        photometric_weight(grey, grey, zero, sigma=0.0)
+    with pytest.raises(ValueError, match="photometric_weight: expected"):
+        photometric_weight(grey, grey[:, :3], zero, sigma=0.1)
+    # a soft weight in the guide makes the vote a weighted mean: (0.9 + 0.25 · 0.1) / 1.25 for class 0
+    p = torch.tensor([0.9, 0.1])[:, None, None].expand(2, 4, 5).clone()
+    q = torch.tensor([0.1, 0.9])[:, None, None].expand(2, 4, 5).clone()
+    guide = neighbour_guide([(q, zero, torch.full((4, 5), 0.25))], num_classes=2)
+    torch.testing.assert_close(guide[2], torch.full((4, 5), 0.25))
+    torch.testing.assert_close(neighbour_vote(p, guide, num_classes=2)[:, 0, 0], torch.tensor([0.74, 0.26]))
 
 
 def test_vote_base_decoder_starts_as_the_vote():

@@ -342,21 +342,39 @@ def test_balance_videos_weights_each_window_by_its_video(flicker, tmp_path):
         assert r["loss_consistency"] == pytest.approx(weights[w.video] * float(plain), rel=1e-5)
 
 
-def test_vote_base_predicts_the_full_size_flow_vote(flicker, tmp_path):
+@pytest.mark.parametrize("sigma", [None, 0.1])
+def test_vote_base_predicts_the_full_size_flow_vote(flicker, tmp_path, sigma):
     """An untrained decoder with base "vote" predicts the vote of each frame and its neighbours warped by the
-    predictor's (DIS) flow at full size: equal to that vote computed here, and less flicker than the teacher."""
+    predictor's (DIS) flow at full size (with ``photometric_sigma``: each neighbour weighted by its colour match):
+    equal to that vote computed here, and less flicker than the teacher."""
     from steadyseg.datasets.flow import FlowProvider
     from steadyseg.datasets.video import open_video
-    from steadyseg.train.decoder import guide_offsets, neighbour_guide, neighbour_vote
-    from steadyseg.train.decoder_data import read_teacher_probs
+    from steadyseg.train.decoder import guide_offsets, neighbour_guide, neighbour_vote, photometric_weight
+    from steadyseg.train.decoder_data import frame_tensor, read_teacher_probs
     from steadyseg.warp import valid_mask_torch
 
     v, paths = flicker
     videos = [(paths["frames"], paths["predictions"])]
     with pytest.raises(ValueError, match="needs flow_guided"):
         train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=0, base="vote", progress=False)
+    with pytest.raises(ValueError, match="photometric_sigma weights the warped neighbours"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=0, photometric_sigma=0.1,
+                      progress=False)
+    with pytest.raises(ValueError, match="photometric_sigma must be > 0"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=0, flow_guided=True,
+                      photometric_sigma=-1.0, progress=False)
+    with pytest.raises(ValueError, match="loss_photometric_sigma must be > 0"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=5, steps=0, loss_photometric_sigma=0.0,
+                      progress=False)
+    with pytest.raises(ValueError, match="needs the consistency objective"):
+        train_decoder(videos, tmp_path / "bad", flows=[v.flows], inputs=1, steps=0, objective="ti",
+                      loss_photometric_sigma=0.1, progress=False)
+    if sigma is not None:  # the loss weighted by colour too: a short run trains and logs finite terms
+        rec = train_decoder(videos, tmp_path / "lossw", flows=[v.flows], inputs=5, steps=3, flow_guided=True,
+                            base="vote", photometric_sigma=sigma, loss_photometric_sigma=sigma, progress=False)
+        assert rec["step"] == 3 and all(np.isfinite(x) for x in rec["final_loss_terms"].values())
     train_decoder(videos, tmp_path / "zero", flows=[v.flows], inputs=5, steps=0, flow_guided=True, base="vote",
-                  size=(32, 40), progress=False)
+                  size=(32, 40), photometric_sigma=sigma, progress=False)
     predict_video(tmp_path / "zero" / "model.pt", paths["frames"], tmp_path / "p0", teacher=paths["predictions"],
                   progress=False, flow_cache=tmp_path / "flows")
     out = _labels(tmp_path / "p0")
@@ -374,7 +392,11 @@ def test_vote_base_predicts_the_full_size_flow_vote(flicker, tmp_path):
                 continue
             f_tn = torch.from_numpy(provider(t, n)).permute(2, 0, 1)
             f_nt = torch.from_numpy(provider(n, t)).permute(2, 0, 1)
-            neighbours.append((probs[n], f_tn, valid_mask_torch(f_tn[None], f_nt[None])[0, 0]))
+            weight = valid_mask_torch(f_tn[None], f_nt[None])[0, 0]
+            if sigma is not None:
+                weight = weight * photometric_weight(frame_tensor(frames[t]), frame_tensor(frames[n]), f_tn,
+                                                     sigma=sigma)
+            neighbours.append((probs[n], f_tn, weight))
         guide = neighbour_guide(neighbours, num_classes=3)
         vote = neighbour_vote(probs[t], guide, num_classes=3)
         decided = (vote.topk(2, dim=0).values.diff(dim=0).abs() > 1e-3)[0].numpy()  # no near-ties
