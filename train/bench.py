@@ -492,7 +492,8 @@ def format_tables(results: dict[str, Any]) -> str:
                            "(teacher: -).", results, table)
 
 
-_FIG9_AXES = {"recall": "recall (J recall)", "iou": "IoU (mean J)"}
+_FIG9_AXES = {"recall": ("recall (J recall)", "Recall"), "iou": ("IoU (mean J)", "IoU")}  # axis label, title word
+_POINT_MARKERS = "^vDPX*"  # one per ten rows: matplotlib's colour cycle repeats after ten
 
 
 def _plot_fig9(results: dict[str, Any], path: Path, *, y: str = "recall") -> None:
@@ -512,15 +513,15 @@ def _plot_fig9(results: dict[str, Any], path: Path, *, y: str = "recall") -> Non
         for r, m in gauss:
             ax.annotate(r["label"].split()[-1], (m["e_raw"], m[y]), fontsize=7, textcoords="offset points",
                         xytext=(3, 3))
-    for r in results["rows"]:
+    points = [r for r in results["rows"] if not r["method"].startswith("gauss:")
+              and mean[r["slug"]]["e_raw"] is not None and mean[r["slug"]][y] is not None]
+    for i, r in enumerate(points):
         m = mean[r["slug"]]
-        if r["method"].startswith("gauss:") or m["e_raw"] is None or m[y] is None:
-            continue
-        ax.plot([m["e_raw"]], [m[y]], "s" if r["method"] == "teacher" else "^", label=r["label"])
+        marker = "s" if r["method"] == "teacher" else _POINT_MARKERS[(i // 10) % len(_POINT_MARKERS)]
+        ax.plot([m["e_raw"]], [m[y]], marker, label=r["label"])
     ax.set_xlabel("E_raw (raw temporal inconsistency, lower is better)")
-    ax.set_ylabel(_FIG9_AXES[y])
-    ax.set_title(f"{_FIG9_AXES[y].split()[0].capitalize()} vs inconsistency, mean of {len(results['videos'])} "
-                 "video(s)")
+    ax.set_ylabel(_FIG9_AXES[y][0])
+    ax.set_title(f"{_FIG9_AXES[y][1]} vs inconsistency, mean of {len(results['videos'])} video(s)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     save_figure(fig, path)
