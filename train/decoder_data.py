@@ -321,6 +321,7 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
     if t in video.guides:
         return torch.from_numpy(video.guides[t].astype(np.float32))
     neighbours = []
+    frame_t = None if photometric_sigma is None else frame_tensor(video.frames[t])
     for d in guide_offsets(inputs, causal=causal):
         n = t + d
         if not 0 <= n < len(video):
@@ -329,8 +330,7 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
         flow, valid = video.pairs.get(t, n)  # F[t→n] and M[n→t] on t's pixels
         flow, weight = torch.from_numpy(flow).permute(2, 0, 1), torch.from_numpy(valid)
         if photometric_sigma is not None:
-            weight = weight * photometric_weight(frame_tensor(video.frames[t]), frame_tensor(video.frames[n]), flow,
-                                                 sigma=photometric_sigma)
+            weight = weight * photometric_weight(frame_t, frame_tensor(video.frames[n]), flow, sigma=photometric_sigma)
         neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)), flow, weight))
     guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]), size=video.probs.shape[2:])
     video.guides[t] = guide.numpy().astype(np.float16)

@@ -180,8 +180,10 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"inputs must be >= 1, got {cfg['inputs']}")
     if int(cfg["batch_size"]) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
-    if cfg["base"] not in ("teacher", "vote"):
-        raise ValueError(f"base must be 'teacher' or 'vote', got {cfg['base']!r}")
+    from steadyseg.train.decoder import DECODER_BASES
+
+    if cfg["base"] not in DECODER_BASES:
+        raise ValueError(f"base must be one of {DECODER_BASES}, got {cfg['base']!r}")
     if cfg["base"] == "vote" and not cfg["flow_guided"]:
         raise ValueError("base 'vote' is the flow vote of the guide: it needs flow_guided (--flow-guided)")
     if cfg["photometric_sigma"] is not None:
