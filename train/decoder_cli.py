@@ -3,6 +3,7 @@
     steadyseg train decoder --frames DIR --teacher DIR [--frames DIR --teacher DIR ...] --out RUN
         [--inputs 7] [--causal] [--flow-guided [--base teacher|vote] [--photometric-sigma S]]
         [--encoder small|deeplabv3 --encoder-checkpoint PATH] [--size H W] [--lambda-data F]
+        [--data-target teacher|vote [--photometric-sigma S]]
         [--loss-photometric-sigma S]
         [--balance windows|videos [--balance-power P]] [--minutes M | --steps S] [--seed S] [--resume]
 
@@ -19,7 +20,8 @@ import argparse
 COMMON_FLAGS = ["width", "hidden", "size", "crop", "hflip_prob", "confidence", "binary", "num_classes", "lr",
                 "batch_size", "steps", "minutes", "seed", "checkpoint_every", "device", "amp", "resume"]
 _DECODER_FLAGS = ["inputs", "causal", "flow_guided", "base", "photometric_sigma", "encoder", "encoder_checkpoint",
-                  "lambda_data", "loss_photometric_sigma", "balance", "balance_power", "flow", "preset", "cache_dir", "flow_jobs"]
+                  "lambda_data", "data_target", "loss_photometric_sigma", "balance", "balance_power", "flow", "preset",
+                  "cache_dir", "flow_jobs"]
 
 
 def add_video_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,13 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the learned correction is added to: the teacher (default, the paper) or, with "
                              "--flow-guided, the vote of each frame and its neighbours warped by flow")
     parser.add_argument("--photometric-sigma", type=float, default=None, metavar="S",
-                        help="--flow-guided: weight each warped neighbour by exp(-|I_t - W(I_n)|^2 / 2 S^2), its "
-                             "colour match with the frame (RGB in [0, 1]; e.g. 0.1), not by the 0/1 validity alone")
+                        help="--flow-guided or --data-target vote: weight each warped neighbour by "
+                             "exp(-|I_t - W(I_n)|^2 / 2 S^2), its colour match with the frame (RGB in [0, 1]; e.g. "
+                             "0.1), not by the 0/1 validity alone")
     parser.add_argument("--encoder", choices=("small", "deeplabv3"), default=None,
                         help="frame encoder: small (from scratch, default) or deeplabv3 (frozen, features cached)")
     parser.add_argument("--encoder-checkpoint", default=None, metavar="PATH",
                         help="deeplabv3: a teacher model.pt or a torchvision deeplabv3_resnet50 checkpoint")
     parser.add_argument("--lambda-data", type=float, default=None, help="weight of the CE-to-teacher term (0.5)")
+    parser.add_argument("--data-target", choices=("teacher", "vote"), default=None,
+                        help="target of the data term: the teacher (default, the paper) or the teacher's flow vote "
+                             "(each frame averaged with its neighbours warped by the training flows, weighted by "
+                             "--photometric-sigma when given; any model, flow-guided or not, N >= 3)")
     parser.add_argument("--loss-photometric-sigma", type=float, default=None, metavar="S",
                         help="weight each pixel pair of the consistency loss by its colour match, exp(-|I_q - "
                              "W(I_p)|^2 / 2 S^2), on top of the flow validity (default: validity only, the paper)")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
-           "sample_window", "video_guide", "frame_tensor", "Window", "teacher_format", "read_teacher_probs",
+           "sample_window", "video_guide", "vote_target", "frame_tensor", "Window", "teacher_format", "read_teacher_probs",
            "teacher_flicker", "video_balance_weights"]
 
 FlowFn = Callable[[int, int], np.ndarray]
@@ -208,6 +208,8 @@ class DecoderVideo:
     #: flow-guided training: each frame's guide, computed on first use and kept (float16, (G, h, w)); a guide does
     #: not depend on the window, so a frame's warps are paid once per run instead of once per window
     guides: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    #: ``data_target="vote"``: each frame's vote target, computed on first use and kept (see :func:`vote_target`)
+    vote_targets: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -292,7 +294,9 @@ class Window:
     (F[p→q]) and ``valid {(p, q): (1, 1, h, w) bool}`` (M[p→q] on q's pixels; float weights in [0, 1] with
     ``loss_photometric_sigma``, see :func:`sample_window`), for every ordered pair of the
     window, ``guide (N, G, h, w)`` (flow-guided windows: each frame's
-    :func:`~steadyseg.train.decoder.neighbour_guide`; else ``None``); ``video``/``start`` name it."""
+    :func:`~steadyseg.train.decoder.neighbour_guide`; else ``None``), ``targets`` (the data term's targets when they
+    are not the teacher's, ``data_target="vote"``: ``(N, h, w) int64`` labels for a hard teacher, ``(N, C, h, w)
+    float32`` for a soft one; else ``None``); ``video``/``start`` name it."""
 
     frames: torch.Tensor
     probs: torch.Tensor
@@ -302,6 +306,7 @@ class Window:
     valid: dict[tuple[int, int], torch.Tensor]
     video: int
     start: int
+    targets: torch.Tensor | None = None
 
 
 def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
@@ -310,15 +315,15 @@ def _window_index(videos: Sequence[DecoderVideo], inputs: int) -> np.ndarray:
 
 
 def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = False,
-                photometric_sigma: float | None = None) -> torch.Tensor:
+                photometric_sigma: float | None = None, keep: bool = True) -> torch.Tensor:
     """The :func:`~steadyseg.train.decoder.neighbour_guide` of frame ``t`` of a training video (training size),
     ``(G, h, w)`` float32, from the neighbours of :func:`~steadyseg.train.decoder.guide_offsets` (``causal``: the
     previous frames only; ``photometric_sigma``: each validity mask times the neighbour's
-    :func:`~steadyseg.train.decoder.photometric_weight`); kept in ``video.guides`` (float16) after the first call
-    (one run uses one kind)."""
+    :func:`~steadyseg.train.decoder.photometric_weight`); with ``keep``, kept in ``video.guides`` (float16) after the
+    first call (one run uses one kind) — and rounded to float16 in either case, so every call agrees."""
     from steadyseg.train.decoder import guide_offsets, neighbour_guide, photometric_weight
 
-    if t in video.guides:
+    if keep and t in video.guides:
         return torch.from_numpy(video.guides[t].astype(np.float32))
     neighbours = []
     frame_t = None if photometric_sigma is None else frame_tensor(video.frames[t])
@@ -333,8 +338,39 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
             weight = weight * photometric_weight(frame_t, frame_tensor(video.frames[n]), flow, sigma=photometric_sigma)
         neighbours.append((torch.from_numpy(video.probs[n].astype(np.float32)), flow, weight))
     guide = neighbour_guide(neighbours, num_classes=int(video.probs.shape[1]), size=video.probs.shape[2:])
-    video.guides[t] = guide.numpy().astype(np.float16)
-    return torch.from_numpy(video.guides[t].astype(np.float32))  # the cached value, so every call agrees
+    half = guide.numpy().astype(np.float16)
+    if keep:
+        video.guides[t] = half
+    return torch.from_numpy(half.astype(np.float32))  # the cached value, so every call agrees
+
+
+def vote_target(video: DecoderVideo, t: int, *, inputs: int, photometric_sigma: float | None = None,
+                keep_guide: bool = False) -> np.ndarray:
+    """The data-term target of frame ``t`` with ``data_target="vote"``: the
+    :func:`~steadyseg.train.decoder.neighbour_vote` of the teacher over the frame and its neighbours on both sides
+    (:func:`guide_offsets` of ``inputs``, offline even for a causal model: a training target may look ahead,
+    the model never does), warped by the training flows and weighted by ``photometric_sigma`` as in
+    :func:`video_guide`.
+
+    Returns (and keeps in ``video.vote_targets``): for a hard teacher, ``(h, w) uint8`` labels — the vote's argmax,
+    255 (void) where the teacher's label is void; for a soft teacher, the vote itself, ``(C, h, w) float16``.
+    ``keep_guide``: read and keep the guide in ``video.guides`` (when the model's own guides are the same kind: a
+    flow-guided offline model with the same ``photometric_sigma``).
+    """
+    from steadyseg.labels import VOID
+    from steadyseg.train.decoder import neighbour_vote
+
+    if t not in video.vote_targets:
+        guide = video_guide(video, t, inputs=inputs, photometric_sigma=photometric_sigma, keep=keep_guide)
+        c = int(video.probs.shape[1])
+        vote = neighbour_vote(torch.from_numpy(video.probs[t].astype(np.float32)), guide, num_classes=c)
+        if video.labels is None:
+            video.vote_targets[t] = vote.numpy().astype(np.float16)
+        else:
+            labels = vote.argmax(dim=0).numpy().astype(np.uint8)
+            labels[video.labels[t] == VOID] = VOID
+            video.vote_targets[t] = labels
+    return video.vote_targets[t]
 
 
 def _window_pairs(video: DecoderVideo, idx: Sequence[int], *, reach: int,
@@ -356,7 +392,8 @@ def _window_pairs(video: DecoderVideo, idx: Sequence[int], *, reach: int,
 def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, step: int, index: int,
                   crop: tuple[int, int] | None = None, hflip_prob: float = 0.5, flow_guided: bool = False,
                   pair_window: int | None = None, causal: bool = False, balance: str = "windows",
-                  photometric_sigma: float | None = None, loss_photometric_sigma: float | None = None) -> Window:
+                  photometric_sigma: float | None = None, loss_photometric_sigma: float | None = None,
+                  data_target: str = "teacher") -> Window:
     """Draw window ``index`` of training step ``step``; every choice depends only on ``(seed, step, index)``.
 
     ``balance="windows"`` draws uniformly among every window of every video; ``"videos"`` draws a video uniformly,
@@ -372,6 +409,9 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     With ``loss_photometric_sigma`` each ``valid[(p, q)]`` becomes a float weight: ``M[p→q]`` times the
     :func:`~steadyseg.train.decoder.photometric_weight` of frame p warped into frame q (the window's own, cropped and
     flipped frames), so the consistency loss trusts a correspondence as far as its colours agree.
+
+    With ``data_target="vote"`` the window also carries ``targets``: each frame's :func:`vote_target` (the teacher's
+    flow vote, ``photometric_sigma`` weights), cropped and flipped with the frame.
     """
     from steadyseg.warp import out_of_frame_torch
 
@@ -409,11 +449,20 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     if flow_guided:
         guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal,
                                          photometric_sigma=photometric_sigma)[:, sl[0], sl[1]] for t in idx])
+    if data_target not in ("teacher", "vote"):
+        raise ValueError(f"data_target must be 'teacher' or 'vote', got {data_target!r}")
+    targets = None
+    if data_target == "vote":
+        votes = np.stack([vote_target(video, t, inputs=inputs, photometric_sigma=photometric_sigma,
+                                      keep_guide=flow_guided and not causal) for t in idx])
+        votes = votes[..., sl[0], sl[1]]
+        targets = torch.from_numpy(votes.astype(np.int64 if video.labels is not None else np.float32))
     flows, valid = _window_pairs(video, idx, reach=inputs - 1 if pair_window is None else int(pair_window), rows=sl)
     if flip:
         frames, probs = frames.flip(-1), probs.flip(-1)
         labels = None if labels is None else labels.flip(-1)
         guide = None if guide is None else guide.flip(-1)
+        targets = None if targets is None else targets.flip(-1)
         flows = {k: torch.cat([-v[:, :1], v[:, 1:]], dim=1).flip(-1) for k, v in flows.items()}
         valid = {k: v.flip(-1) for k, v in valid.items()}
     if crop is not None:  # a correspondence that leaves the crop is not valid in it
@@ -427,7 +476,8 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
         valid = {(p, q): m * photometric_weight(frames[q], frames[p], flows[(q, p)][0],
                                                 sigma=loss_photometric_sigma)[None, None]
                  for (p, q), m in valid.items()}
-    return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi, start=start)
+    return Window(frames=frames, probs=probs, labels=labels, guide=guide, flows=flows, valid=valid, video=vi,
+                  start=start, targets=targets)
 
 
 def teacher_flicker(video: DecoderVideo, *, inputs: int) -> float:

@@ -8,7 +8,10 @@ Each step draws ``batch_size`` random windows of ``inputs`` (N) consecutive fram
                   hard teachers: their labels, void ignored — the student's input for them is the labels softened
                   to ``confidence``, and one-hot targets let the data term agree with the consistency term on
                   sharpening, which soft 0.9 targets resist: on the synthetic test, soft targets let the output
-                  drift to an all-background mask, labels kept it)
+                  drift to an all-background mask, labels kept it). ``data_target="vote"``: the target is the
+                  teacher's flow vote instead (:func:`steadyseg.train.decoder_data.vote_target`: each frame averaged
+                  with its neighbours warped by the training flows, optionally weighted by ``photometric_sigma``;
+                  its argmax for hard teachers), a steadier and — on DAVIS — more accurate target than the teacher
 
 averaged over the windows (each window is its own mean, so DDP with P processes equals one process with P times
 the batch). ``balance="videos"`` draws every video equally often and multiplies a window's consistency term by its
@@ -56,6 +59,7 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "flow_guided": False,     # the decoder also reads the neighbours' teacher outputs warped by flow
     "base": "teacher",        # what the correction is added to: "teacher", or "vote" (flow-guided: the flow vote)
     "photometric_sigma": None,  # flow-guided: weight each warped neighbour by its colour match (σ), None = 0/1 valid
+    "data_target": "teacher",  # the data term's target: "teacher" (the paper) or "vote" (the teacher's flow vote)
     "loss_photometric_sigma": None,  # weight each pixel pair of the consistency loss by its colour match (σ)
     "encoder": "small",       # "small" (from scratch) or "deeplabv3" (frozen backbone of encoder_checkpoint)
     "encoder_checkpoint": None,
@@ -186,10 +190,15 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"base must be one of {DECODER_BASES}, got {cfg['base']!r}")
     if cfg["base"] == "vote" and not cfg["flow_guided"]:
         raise ValueError("base 'vote' is the flow vote of the guide: it needs flow_guided (--flow-guided)")
+    if cfg["data_target"] not in ("teacher", "vote"):
+        raise ValueError(f"data_target must be 'teacher' or 'vote', got {cfg['data_target']!r}")
+    if cfg["data_target"] == "vote" and (int(cfg["inputs"]) < 3 or cfg["objective"] != "consistency"):
+        raise ValueError("data_target 'vote' (the flow vote of the frame and its neighbours) needs inputs >= 3 and "
+                         "the consistency objective")
     if cfg["photometric_sigma"] is not None:
-        if not cfg["flow_guided"]:
-            raise ValueError("photometric_sigma weights the warped neighbours of the guide: it needs flow_guided "
-                             "(--flow-guided)")
+        if not cfg["flow_guided"] and cfg["data_target"] != "vote":
+            raise ValueError("photometric_sigma weights the warped neighbours of the guide or of the vote target: "
+                             "it needs flow_guided (--flow-guided) or data_target 'vote' (--data-target vote)")
         if not float(cfg["photometric_sigma"]) > 0:
             raise ValueError(f"photometric_sigma must be > 0, got {cfg['photometric_sigma']}")
         cfg["photometric_sigma"] = float(cfg["photometric_sigma"])
@@ -249,7 +258,8 @@ def _model_config(cfg: dict[str, Any], num_classes: int, formats: list[dict[str,
             "width": int(cfg["width"]), "hidden": int(cfg["hidden"]), "eps": float(cfg["eps"]),
             "size": cfg["size"], "confidence": float(cfg["confidence"]), "binary": bool(cfg["binary"]),
             "causal": bool(cfg["causal"]), "flow_guided": bool(cfg["flow_guided"]), "base": cfg["base"],
-            "photometric_sigma": cfg["photometric_sigma"], "flow": cfg["flow"], "preset": cfg["preset"],
+            "photometric_sigma": cfg["photometric_sigma"] if cfg["flow_guided"] else None,  # the guide's weights
+            "flow": cfg["flow"], "preset": cfg["preset"],
             "feature_channels": None if backbone is None else backbone.channels,
             "encoder_checkpoint": cfg["encoder_checkpoint"],
             "encoder_sha256": None if backbone is None else backbone.sha256,
@@ -364,12 +374,14 @@ def train_decoder(videos: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
                                      index=dist_info.rank * local + k, crop=crop, hflip_prob=cfg["hflip_prob"],
                                      flow_guided=bool(cfg["flow_guided"]), causal=bool(cfg["causal"]),
                                      balance=cfg["balance"], photometric_sigma=cfg["photometric_sigma"],
-                                     loss_photometric_sigma=cfg["loss_photometric_sigma"])
+                                     loss_photometric_sigma=cfg["loss_photometric_sigma"],
+                                     data_target=cfg["data_target"])
                        for k in range(local)]
             frames = torch.stack([w.frames for w in windows]).to(device)
             probs = torch.stack([w.probs for w in windows]).to(device)
             guide = torch.stack([w.guide for w in windows]).to(device) if cfg["flow_guided"] else None
-            targets = [probs[k:k + 1] if w.labels is None else w.labels[None].to(device)
+            targets = [w.targets[None].to(device) if w.targets is not None
+                       else probs[k:k + 1] if w.labels is None else w.labels[None].to(device)
                        for k, w in enumerate(windows)]
             if cfg["objective"] == "ti":
                 per_window = _ti_terms(model, criterion, frames, probs, targets, seed=int(cfg["seed"]),

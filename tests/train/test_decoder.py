@@ -357,3 +357,85 @@ def test_vote_base_decoder_starts_as_the_vote():
         build_decoder(num_classes=2, inputs=5, base="vote")
     with pytest.raises(ValueError, match="unknown decoder base"):
         build_decoder(num_classes=2, inputs=5, flow_guided=True, base="median")
+
+
+def _still_video(tmp_path, blocks, *, soft=False):
+    """5 identical frames 16×20 (a texture: every pixel its own grey; zero flow, every pixel valid); ``blocks[i]`` lists the (y, x) slices labelled 1
+    in frame i (255 = void where the slice's value says so). ``soft``: the teacher as .npy probabilities instead."""
+    import cv2
+
+    (tmp_path / "f").mkdir()
+    (tmp_path / "t").mkdir()
+    for i, frame_blocks in enumerate(blocks):
+        grey = np.arange(16 * 20, dtype=np.uint8).reshape(16, 20)[..., None]  # 320 values: mod 256, unique per crop
+        cv2.imwrite(str(tmp_path / "f" / f"{i:05d}.png"), np.repeat(grey, 3, axis=2))
+        lab = np.zeros((16, 20), np.uint8)
+        for (ys, xs), value in frame_blocks:
+            lab[ys, xs] = value
+        if soft:
+            p1 = np.where(lab == 1, 0.8, 0.3).astype(np.float32)
+            np.save(tmp_path / "t" / f"{i:05d}.npy", np.stack([1.0 - p1, p1]))
+        else:
+            cv2.imwrite(str(tmp_path / "t" / f"{i:05d}.png"), lab)
+    still = lambda p, q: np.zeros((16, 20, 2), np.float32)  # noqa: E731
+    return load_decoder_video(tmp_path / "f", tmp_path / "t", inputs=3, num_classes=2, flows=still)
+
+
+def test_vote_target_by_hand(tmp_path):
+    """N = 3 on a still video: each frame's target is the argmax of (P_t + P_t−1 + P_t+1) / 3 (one neighbour at the
+    ends). A block labelled 1 in frames 0, 1, 3, 4 and missing in frame 2 (confidence 0.9): frame 2 votes
+    (0.1 + 0.9 + 0.9) / 3 = 0.63 → 1, the flicker repaired; a speck labelled in frame 2 only votes 0.37 → 0; a void
+    pixel of the teacher stays void."""
+    from steadyseg.labels import VOID
+    from steadyseg.train.decoder_data import vote_target
+
+    block, speck, void = (slice(4, 8), slice(6, 10)), (slice(12, 14), slice(2, 4)), (slice(0, 1), slice(19, 20))
+    blocks = [[(block, 1)], [(block, 1)], [(speck, 1), (void, VOID)], [(block, 1)], [(block, 1)]]
+    video = _still_video(tmp_path, blocks)
+    want = np.zeros((16, 20), np.uint8)
+    want[block] = 1
+    for t in range(5):
+        target = vote_target(video, t, inputs=3)
+        assert target.dtype == np.uint8 and target.shape == (16, 20)
+        expect = want.copy()
+        if t == 2:
+            expect[void] = VOID
+        assert np.array_equal(target, expect), t
+    assert video.guides == {} and set(video.vote_targets) == set(range(5))  # the guides are not kept by default
+
+
+def test_vote_target_of_a_soft_teacher_is_the_mean_of_probabilities(tmp_path):
+    """A soft teacher (.npy, p1 = 0.8 on the block, 0.3 elsewhere): the target is the vote itself (float16), e.g.
+    (0.3 + 0.8 + 0.8) / 3 on frame 2's missing block and (0.8 + 0.8) / 2 on frame 0's."""
+    from steadyseg.train.decoder_data import vote_target
+
+    block = (slice(4, 8), slice(6, 10))
+    video = _still_video(tmp_path, [[(block, 1)], [(block, 1)], [], [(block, 1)], [(block, 1)]], soft=True)
+    assert video.labels is None
+    t2, t0 = vote_target(video, 2, inputs=3), vote_target(video, 0, inputs=3)
+    assert t2.dtype == np.float16 and t2.shape == (2, 16, 20)
+    np.testing.assert_allclose(t2[1][block], (0.3 + 0.8 + 0.8) / 3, atol=2e-3)
+    np.testing.assert_allclose(t2[1, 0, 0], 0.3, atol=2e-3)
+    np.testing.assert_allclose(t0[1][block], 0.8, atol=2e-3)
+    np.testing.assert_allclose(t2.sum(axis=0), 1.0, atol=2e-3)
+
+
+def test_sample_window_carries_the_vote_targets_cut_and_flipped(tmp_path):
+    """``data_target="vote"``: the window's targets are the frames' vote targets, cropped and flipped with the
+    frames; with the teacher as the target the window has none."""
+    from steadyseg.train.decoder_data import vote_target
+
+    block = (slice(4, 8), slice(6, 10))
+    video = _still_video(tmp_path, [[(block, 1)], [(block, 1)], [], [(block, 1)], [(block, 1)]])
+    plain = sample_window([video], inputs=3, seed=0, step=0, index=0)
+    assert plain.targets is None
+    w = sample_window([video], inputs=3, seed=0, step=0, index=0, crop=(12, 16), hflip_prob=1.0, data_target="vote")
+    assert w.targets.dtype == torch.int64 and w.targets.shape == (3, 12, 16)
+    (y0, x0) = next((y, x) for y in range(5) for x in range(5)
+                    if torch.equal(w.frames[0], torch.from_numpy(video.frames[w.start, y:y + 12, x:x + 16]).permute(
+                        2, 0, 1).float().div(255).flip(-1)))
+    for k in range(3):
+        want = torch.from_numpy(vote_target(video, w.start + k, inputs=3)[y0:y0 + 12, x0:x0 + 16].astype(np.int64))
+        assert torch.equal(w.targets[k], want.flip(-1))
+    with pytest.raises(ValueError, match="data_target"):
+        sample_window([video], inputs=3, seed=0, step=0, index=0, data_target="gt")

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from steadyseg.accuracy import iou
@@ -39,11 +40,12 @@ def _mean_iou(labels: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([iou(a > 0, b > 0, void=None) for a, b in zip(labels, gt)]))
 
 
-def test_decoder_reduces_inconsistency_and_keeps_iou(flicker, tmp_path):
+@pytest.mark.parametrize("data_target", ["teacher", "vote"])
+def test_decoder_reduces_inconsistency_and_keeps_iou(flicker, tmp_path, data_target):
     v, paths = flicker
     run = tmp_path / "run"
     rec = train_decoder([(paths["frames"], paths["predictions"])], run, flows=[v.flows], inputs=3, steps=300,
-                        lr=3e-3, lambda_data=0.5, seed=0, progress=False)
+                        lr=3e-3, lambda_data=0.5, seed=0, progress=False, data_target=data_target)
     assert rec["step"] == 300 and rec["num_classes"] == 3
     log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if r["type"] == "step"]
@@ -256,6 +258,28 @@ def test_flow_guided_decoder_trains_and_predicts(flicker, tmp_path):
     predict_video(tmp_path / "run" / "model.pt", paths["frames"], tmp_path / "p1", teacher=paths["predictions"],
                   progress=False)
     assert _labels(tmp_path / "p1").shape == v.flicker_labels.shape
+
+
+def test_vote_data_target_options_and_what_the_run_keeps(flicker, tmp_path):
+    """``data_target="vote"`` needs N ≥ 3 and the consistency objective; ``photometric_sigma`` then weighs the
+    vote target of a model that is not flow-guided (which keeps no guide weights in its model config)."""
+    v, paths = flicker
+    videos = [(paths["frames"], paths["predictions"])]
+    with pytest.raises(ValueError, match="data_target 'vote'.*inputs >= 3"):
+        train_decoder(videos, tmp_path / "r1", flows=[v.flows], inputs=1, steps=1, data_target="vote",
+                      progress=False)
+    with pytest.raises(ValueError, match="data_target must be 'teacher' or 'vote'"):
+        train_decoder(videos, tmp_path / "r2", flows=[v.flows], inputs=3, steps=1, data_target="gt", progress=False)
+    with pytest.raises(ValueError, match="photometric_sigma .*needs flow_guided .*or data_target 'vote'"):
+        train_decoder(videos, tmp_path / "r3", flows=[v.flows], inputs=3, steps=1, photometric_sigma=0.1,
+                      progress=False)
+    rec = train_decoder(videos, tmp_path / "run", flows=[v.flows], inputs=3, steps=2, data_target="vote",
+                        photometric_sigma=0.1, progress=False)
+    assert rec["step"] == 2 and np.isfinite(rec["final_loss_terms"]["data"])
+    _, config, _ = load_model(tmp_path / "run" / "model.pt")
+    assert config["photometric_sigma"] is None and config["flow_guided"] is False
+    run_config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["config"]
+    assert run_config["data_target"] == "vote" and run_config["photometric_sigma"] == 0.1
 
 
 def test_deeplabv3_encoder_reads_cached_frozen_backbone_features(flicker, tiny_run, tmp_path):
