@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
-           "sample_window", "video_guide", "vote_target", "frame_tensor", "Window", "teacher_format", "read_teacher_probs",
-           "teacher_flicker", "video_balance_weights"]
+           "sample_window", "video_guide", "vote_target", "frame_tensor", "Window", "teacher_format",
+           "read_teacher_probs", "teacher_flicker", "video_balance_weights"]
 
 FlowFn = Callable[[int, int], np.ndarray]
 
@@ -341,7 +341,7 @@ def video_guide(video: DecoderVideo, t: int, *, inputs: int, causal: bool = Fals
     half = guide.numpy().astype(np.float16)
     if keep:
         video.guides[t] = half
-    return torch.from_numpy(half.astype(np.float32))  # the cached value, so every call agrees
+    return torch.from_numpy(half.astype(np.float32))  # the float16 value, kept or not, so every call agrees
 
 
 def vote_target(video: DecoderVideo, t: int, *, inputs: int, photometric_sigma: float | None = None,
@@ -415,6 +415,8 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     """
     from steadyseg.warp import out_of_frame_torch
 
+    if data_target not in ("teacher", "vote"):
+        raise ValueError(f"data_target must be 'teacher' or 'vote', got {data_target!r}")
     rng = np.random.default_rng([int(seed), int(step), int(index)])
     if balance == "windows":
         cum = _window_index(videos, inputs)
@@ -449,8 +451,6 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     if flow_guided:
         guide = torch.stack([video_guide(video, t, inputs=inputs, causal=causal,
                                          photometric_sigma=photometric_sigma)[:, sl[0], sl[1]] for t in idx])
-    if data_target not in ("teacher", "vote"):
-        raise ValueError(f"data_target must be 'teacher' or 'vote', got {data_target!r}")
     targets = None
     if data_target == "vote":
         votes = np.stack([vote_target(video, t, inputs=inputs, photometric_sigma=photometric_sigma,

@@ -360,8 +360,9 @@ def test_vote_base_decoder_starts_as_the_vote():
 
 
 def _still_video(tmp_path, blocks, *, soft=False):
-    """5 identical frames 16×20 (a texture: every pixel its own grey; zero flow, every pixel valid); ``blocks[i]`` lists the (y, x) slices labelled 1
-    in frame i (255 = void where the slice's value says so). ``soft``: the teacher as .npy probabilities instead."""
+    """5 identical frames 16×20 (a texture: every pixel its own grey; zero flow, every pixel valid); ``blocks[i]``
+    lists ((y, x) slices, label) of frame i (label 1, or 255 = void). ``soft``: the teacher as .npy probabilities
+    (p1 = 0.8 where labelled 1, else 0.3) instead."""
     import cv2
 
     (tmp_path / "f").mkdir()
