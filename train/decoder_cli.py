@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame encoder: small (from scratch, default) or deeplabv3 (frozen, features cached)")
     parser.add_argument("--encoder-checkpoint", default=None, metavar="PATH",
                         help="deeplabv3: a teacher model.pt or a torchvision deeplabv3_resnet50 checkpoint")
-    parser.add_argument("--lambda-data", type=float, default=None, help="weight of the CE-to-teacher term (0.5)")
+    parser.add_argument("--lambda-data", type=float, default=None, help="weight λ of the data term (0.5)")
     parser.add_argument("--data-target", choices=("teacher", "vote"), default=None,
                         help="target of the data term: the teacher (default, the paper) or the teacher's flow vote "
                              "(each frame averaged with its neighbours warped by the training flows, weighted by "
