@@ -38,9 +38,11 @@ import torch
 
 __all__ = ["DecoderVideo", "PairFlows", "load_decoder_video", "resize_flow", "resize_image", "resize_probs",
            "sample_window", "video_guide", "vote_target", "frame_tensor", "Window", "teacher_format",
-           "read_teacher_probs", "teacher_flicker", "video_balance_weights"]
+           "read_teacher_probs", "teacher_flicker", "video_balance_weights", "DATA_TARGETS"]
 
 FlowFn = Callable[[int, int], np.ndarray]
+#: what the decoder's data term is fitted to: the teacher (the paper) or its flow vote (:func:`vote_target`)
+DATA_TARGETS = ("teacher", "vote")
 
 
 def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -415,7 +417,7 @@ def sample_window(videos: Sequence[DecoderVideo], *, inputs: int, seed: int, ste
     """
     from steadyseg.warp import out_of_frame_torch
 
-    if data_target not in ("teacher", "vote"):
+    if data_target not in DATA_TARGETS:
         raise ValueError(f"data_target must be 'teacher' or 'vote', got {data_target!r}")
     rng = np.random.default_rng([int(seed), int(step), int(index)])
     if balance == "windows":

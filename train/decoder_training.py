@@ -185,12 +185,13 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
     if int(cfg["batch_size"]) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg['batch_size']}")
     from steadyseg.train.decoder import DECODER_BASES
+    from steadyseg.train.decoder_data import DATA_TARGETS
 
     if cfg["base"] not in DECODER_BASES:
         raise ValueError(f"base must be one of {DECODER_BASES}, got {cfg['base']!r}")
     if cfg["base"] == "vote" and not cfg["flow_guided"]:
         raise ValueError("base 'vote' is the flow vote of the guide: it needs flow_guided (--flow-guided)")
-    if cfg["data_target"] not in ("teacher", "vote"):
+    if cfg["data_target"] not in DATA_TARGETS:
         raise ValueError(f"data_target must be 'teacher' or 'vote', got {cfg['data_target']!r}")
     if cfg["data_target"] == "vote" and (int(cfg["inputs"]) < 3 or cfg["objective"] != "consistency"):
         raise ValueError("data_target 'vote' (the flow vote of the frame and its neighbours) needs inputs >= 3 and "

@@ -367,8 +367,8 @@ def _still_video(tmp_path, blocks, *, soft=False):
 
     (tmp_path / "f").mkdir()
     (tmp_path / "t").mkdir()
+    grey = np.arange(16 * 20, dtype=np.uint8).reshape(16, 20)[..., None]  # 320 values: mod 256, unique per crop
     for i, frame_blocks in enumerate(blocks):
-        grey = np.arange(16 * 20, dtype=np.uint8).reshape(16, 20)[..., None]  # 320 values: mod 256, unique per crop
         cv2.imwrite(str(tmp_path / "f" / f"{i:05d}.png"), np.repeat(grey, 3, axis=2))
         lab = np.zeros((16, 20), np.uint8)
         for (ys, xs), value in frame_blocks:
